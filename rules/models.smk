@@ -1,0 +1,21 @@
+# Convert each configured model's source into resources/models/<name>/ (once; cached).
+
+rule prepare_model:
+    output:
+        config="resources/models/{model}/config.json",
+        source="resources/models/{model}/SOURCE.json",
+    params:
+        overrides=lambda w: " ".join(shlex.quote(o) for o in MODEL_CFGS[w.model][0]),
+    log:
+        "results/logs/prepare_model/{model}.log",
+    benchmark:
+        "results/benchmarks/prepare_model/{model}.tsv"
+    resources:
+        mem_mb=4000,
+    shell:
+        "{PY} scripts/prepare_model.py {params.overrides} > {log} 2>&1"
+
+
+rule prepare_models:
+    input:
+        [f"resources/models/{name}/SOURCE.json" for name in MODEL_CFGS],

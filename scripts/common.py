@@ -1,0 +1,99 @@
+"""Glue between Hydra, Snakemake and the library: compose + validate the config, name stage dirs.
+
+Used by the Snakefile (to plan outputs) and by every stage script (a Hydra app), so both agree on
+where a configuration's results live.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+sys.path.insert(0, str(REPO / "workflow"))  # so a plain checkout works even before `pip install -e .`
+
+from robustedit.errors import ConfigError  # noqa: E402
+from robustedit.stages import stage_config, stage_hash  # noqa: E402
+
+
+def validate(cfg: dict) -> dict:
+    """Check the composed config against conf/schema.json; errors name the offending key."""
+    import jsonschema
+
+    schema = json.loads((CONF / "schema.json").read_text())
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(cfg), key=lambda e: list(e.path))
+    if errors:
+        lines = [f"  {'.'.join(map(str, e.path)) or '<root>'}: {e.message}" for e in errors[:10]]
+        raise ConfigError("invalid configuration:\n" + "\n".join(lines))
+    return cfg
+
+
+def to_plain(cfg) -> dict:
+    from omegaconf import OmegaConf
+
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain.pop("hydra", None)
+    return plain
+
+
+def compose(overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """Compose conf/config.yaml with Hydra overrides (e.g. ["model=gemma3-270m"]) into a plain dict."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=str(CONF), version_base=None):
+            cfg = hydra_compose(config_name="config", overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(f"cannot compose config with overrides {list(overrides)}: {e}") from e
+    return validate(to_plain(cfg))
+
+
+def stage_dir(cfg: dict, stage: str) -> Path:
+    return Path(cfg["paths"]["results"]) / cfg["model"]["name"] / stage / stage_hash(cfg, stage)
+
+
+def model_dir(cfg: dict) -> Path:
+    return Path(cfg["paths"]["models"]) / cfg["model"]["name"]
+
+
+def write_stage_config(cfg: dict, stage: str, out_dir: Path) -> None:
+    """Save the keys that named this directory and the full composed config beside the outputs."""
+    from robustedit.io import write_json
+
+    write_json(out_dir / "stage_config.json", {"stage": stage, "hash": stage_hash(cfg, stage),
+                                               "keys": stage_config(cfg, stage),
+                                               "composed": {k: v for k, v in cfg.items() if k != "job"}})
+
+
+def stage_app(stage: str) -> Callable:
+    """Decorator turning `fn(cfg: dict, out_dir: Path)` into a Hydra app for `stage`."""
+
+    def wrap(fn: Callable[[dict, Path], None]) -> Callable[[], None]:
+        import hydra
+
+        @hydra.main(config_path=str(CONF), config_name="config", version_base=None)
+        @functools.wraps(fn)
+        def main(raw_cfg) -> None:
+            import torch
+
+            cfg = validate(to_plain(raw_cfg))
+            threads = cfg["hardware"]["threads"]
+            if threads:
+                torch.set_num_threads(threads)
+            out_dir = stage_dir(cfg, stage)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            start = time.time()
+            fn(cfg, out_dir)
+            write_stage_config(cfg, stage, out_dir)
+            print(f"[{stage}] done in {time.time() - start:.1f} s -> {out_dir}", flush=True)
+
+        return main
+
+    return wrap

@@ -1,0 +1,29 @@
+"""Stage `model`: convert a model source into resources/models/<name>/ once.
+
+    python scripts/prepare_model.py model=gemma3-270m
+The folder is replaced atomically and carries SOURCE.json (what it was made from).
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+import hydra
+from common import CONF, model_dir, to_plain, validate
+
+from robustedit.io import write_json
+from robustedit.models.convert import prepare_model
+
+
+@hydra.main(config_path=str(CONF), config_name="config", version_base=None)
+def main(raw_cfg) -> None:
+    cfg = validate(to_plain(raw_cfg))
+    out = model_dir(cfg)
+    start = time.time()
+    info = prepare_model(cfg["model"], out)
+    write_json(out / "SOURCE.json", {"model": cfg["model"], "prepared": info})
+    print(f"[model] {cfg['model']['name']} prepared in {time.time() - start:.1f} s -> {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

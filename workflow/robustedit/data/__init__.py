@@ -1,0 +1,1 @@
+"""Data construction: CounterFact cases and their robustness perturbations."""

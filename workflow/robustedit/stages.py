@@ -1,0 +1,59 @@
+"""Which config keys each pipeline stage reads, and the short hash that names its output directory.
+
+A stage's hash covers exactly its own keys and those of the stages it consumes, so an override
+reruns only the stages that read it (a gate-threshold sweep creates new eval directories only)
+and never overwrites another configuration's results. Keys are dotted paths into the composed
+config; batch sizes and thread counts are deliberately absent (they do not change results).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+HASH_LEN = 10  # hex characters; collisions among a user's runs are negligible
+
+
+@dataclass(frozen=True)
+class Stage:
+    keys: tuple[str, ...]
+    inputs: tuple[str, ...] = ()
+
+
+STAGES: dict[str, Stage] = {
+    # the converted weights depend only on the source
+    "model": Stage(("model.name", "model.source", "model.rope_theta")),
+    "cases": Stage(("seed", "data", "model.add_bos", "model.rep_test_variant", "hardware.dtype"), ("model",)),
+}
+
+
+def lookup(cfg: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            raise ConfigError(f"config key {dotted!r} is missing (at {part!r})")
+        node = node[part]
+    return node
+
+
+def stage_keys(stage: str) -> list[str]:
+    """Own keys plus, transitively, the keys of the inputs (sorted, unique)."""
+    if stage not in STAGES:
+        raise ConfigError(f"unknown stage {stage!r}; known: {sorted(STAGES)}")
+    keys = set(STAGES[stage].keys)
+    for dep in STAGES[stage].inputs:
+        keys |= set(stage_keys(dep))
+    return sorted(keys)
+
+
+def stage_config(cfg: Mapping[str, Any], stage: str) -> dict[str, Any]:
+    """The subset of a resolved config (plain dict) that a stage reads."""
+    return {k: lookup(cfg, k) for k in stage_keys(stage)}
+
+
+def stage_hash(cfg: Mapping[str, Any], stage: str) -> str:
+    blob = json.dumps(stage_config(cfg, stage), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:HASH_LEN]
