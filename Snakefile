@@ -21,6 +21,10 @@ PY = sys.executable  # the interpreter running Snakemake (the project's venv)
 COMMON_OVERRIDES = shlex.split(config.get("overrides") or "")
 RUNS = [shlex.split(r) + COMMON_OVERRIDES for r in config["runs"]]
 CFGS = [compose(r) for r in RUNS]
+# Rule patterns below are rooted at these folders, which all runs must share.
+RESULTS, MODELS, DATA = (CFGS[0]["paths"][k] for k in ("results", "models", "data"))
+if any((c["paths"]["results"], c["paths"]["models"], c["paths"]["data"]) != (RESULTS, MODELS, DATA) for c in CFGS):
+    raise ValueError("all runs must share paths.results, paths.models and paths.data")
 
 # (stage, model, hash) -> the override list that composes that configuration
 OVERRIDES = {}

@@ -3,17 +3,17 @@
 
 rule cases:
     input:
-        model="resources/models/{model}/SOURCE.json",
-        manifest="resources/data/MANIFEST.json",
+        model=f"{MODELS}/{{model}}/SOURCE.json",
+        manifest=f"{DATA}/MANIFEST.json",
     output:
-        cases="results/{model}/cases/{hash}/{split}.jsonl",
-        stats="results/{model}/cases/{hash}/{split}.stats.json",
+        cases=f"{RESULTS}/{{model}}/cases/{{hash}}/{{split}}.jsonl",
+        stats=f"{RESULTS}/{{model}}/cases/{{hash}}/{{split}}.stats.json",
     params:
         overrides=overrides_for("cases"),
     log:
-        "results/{model}/cases/{hash}/logs/{split}.log",
+        f"{RESULTS}/{{model}}/cases/{{hash}}/logs/{{split}}.log",
     benchmark:
-        "results/{model}/cases/{hash}/benchmarks/{split}.tsv"
+        f"{RESULTS}/{{model}}/cases/{{hash}}/benchmarks/{{split}}.tsv"
     resources:
         mem_mb=4000,
         gpus=lambda w: MODEL_CFGS[w.model][1]["hardware"]["gpus"],

@@ -2,14 +2,14 @@
 
 rule prepare_model:
     output:
-        config="resources/models/{model}/config.json",
-        source="resources/models/{model}/SOURCE.json",
+        config=f"{MODELS}/{{model}}/config.json",
+        source=f"{MODELS}/{{model}}/SOURCE.json",
     params:
         overrides=lambda w: " ".join(shlex.quote(o) for o in MODEL_CFGS[w.model][0]),
     log:
-        "results/logs/prepare_model/{model}.log",
+        f"{RESULTS}/logs/prepare_model/{{model}}.log",
     benchmark:
-        "results/benchmarks/prepare_model/{model}.tsv"
+        f"{RESULTS}/benchmarks/prepare_model/{{model}}.tsv"
     resources:
         mem_mb=4000,
     shell:
@@ -18,4 +18,4 @@ rule prepare_model:
 
 rule prepare_models:
     input:
-        [f"resources/models/{name}/SOURCE.json" for name in MODEL_CFGS],
+        [f"{MODELS}/{name}/SOURCE.json" for name in MODEL_CFGS],

@@ -29,6 +29,9 @@ def validate(cfg: dict) -> dict:
     if errors:
         lines = [f"  {'.'.join(map(str, e.path)) or '<root>'}: {e.message}" for e in errors[:10]]
         raise ConfigError("invalid configuration:\n" + "\n".join(lines))
+    from robustedit.models.arch import Architecture
+
+    Architecture.from_config(cfg["model"]).check_layer(cfg["model"]["layer"])  # unknown layer -> named error
     return cfg
 
 

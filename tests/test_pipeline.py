@@ -1,0 +1,85 @@
+"""The Snakemake DAG and the stage scripts, run as a user runs them."""
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, model_dir
+
+PY = sys.executable
+SNAKEMAKE = [PY, "-m", "snakemake", "--directory", str(REPO), "--snakefile", str(REPO / "Snakefile")]
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, **kw)
+
+
+def test_dry_run_plans_every_stage_and_keeps_models_apart(tmp_path):
+    res = run(SNAKEMAKE + ["-n", "--config", 'runs=["model=smollm2-135m", "model=gemma3-270m"]',
+                           f"overrides=paths.results={tmp_path}/results"])
+    assert res.returncode == 0, res.stderr + res.stdout
+    out = res.stdout
+    for split in ("valid", "test"):
+        assert f"{tmp_path}/results/smollm2-135m/cases/" in out and f"/{split}.jsonl" in out
+        assert f"{tmp_path}/results/gemma3-270m/cases/" in out
+
+
+def test_bad_override_fails_before_running():
+    res = run(SNAKEMAKE + ["-n", "--config", "overrides=model.layer=99"])
+    assert res.returncode != 0
+    assert "layer 99 is out of range" in res.stdout + res.stderr
+
+
+def build_cases(tmp_path, *overrides):
+    return run([PY, "scripts/build_cases.py", f"paths.results={tmp_path}/results", *overrides])
+
+
+def test_corrupted_data_stops_with_the_file_named_and_writes_nothing(tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(REPO / "resources" / "data", data)
+    path = data / "rep" / "valid.counterfact_para_prompt_para_subject.json"
+    path.write_text(path.read_text().replace("Danielle", "Daniela", 1))
+    res = build_cases(tmp_path, f"paths.data={data}", "job.split=valid")
+    assert res.returncode != 0
+    assert "valid.counterfact_para_prompt_para_subject.json: sha256" in res.stdout + res.stderr
+    assert not list((tmp_path / "results").rglob("*.jsonl"))
+
+
+def test_malformed_record_stops_with_the_record_named(tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(REPO / "resources" / "data", data)
+    rel = "rep/valid.counterfact_para_prompt_para_subject.json"
+    records = json.loads((data / rel).read_text())
+    records[2]["subject"] = "Somebody Else"
+    (data / rel).write_text(json.dumps(records))
+    manifest = json.loads((data / "MANIFEST.json").read_text())
+    from robustedit.manifest import sha256_file
+    manifest[rel]["sha256"] = sha256_file(data / rel)  # a deliberately edited, re-hashed file
+    (data / "MANIFEST.json").write_text(json.dumps(manifest))
+    res = build_cases(tmp_path, f"paths.data={data}", "job.split=valid")
+    assert res.returncode != 0
+    cid = records[2]["case_id"]
+    assert f"record 2 (case_id {cid}): subject 'Somebody Else' not found in prompt" in res.stdout + res.stderr
+    assert not list((tmp_path / "results").rglob("*.jsonl"))
+
+
+@pytest.mark.integration
+def test_gemma_cases_land_in_their_own_directory(tmp_path):
+    model_dir("gemma3-270m")
+    model_dir("smollm2-135m")
+    for model in ("smollm2-135m", "gemma3-270m"):
+        res = build_cases(tmp_path, f"model={model}", "job.split=valid", "data.max_cases=12")
+        assert res.returncode == 0, res.stdout + res.stderr
+    smol = list((tmp_path / "results" / "smollm2-135m" / "cases").glob("*/valid.jsonl"))
+    gem = list((tmp_path / "results" / "gemma3-270m" / "cases").glob("*/valid.jsonl"))
+    assert len(smol) == 1 and len(gem) == 1
+    stats = json.loads(gem[0].with_name("valid.stats.json").read_text())
+    assert stats["n_records"] == 12 and 0 < stats["filter"]["kept"] <= 12
+    lines = gem[0].read_text().splitlines()
+    assert len(lines) == stats["n_cases"] == stats["filter"]["kept"]
+    case = json.loads(lines[0])
+    assert {"subject_rephrases", "shuffled_subjects", "long_context", "neighborhood_prompts"} <= set(case)
+    saved = json.loads(gem[0].with_name("stage_config.json").read_text())
+    assert saved["keys"]["model.name"] == "gemma3-270m" and gem[0].parent.name == saved["hash"]
