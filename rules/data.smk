@@ -9,7 +9,10 @@ rule cases:
         cases=f"{RESULTS}/{{model}}/cases/{{hash}}/{{split}}.jsonl",
         stats=f"{RESULTS}/{{model}}/cases/{{hash}}/{{split}}.stats.json",
     params:
+        py=PY,
         overrides=overrides_for("cases"),
+    conda:
+        "../env.yaml"
     log:
         f"{RESULTS}/{{model}}/cases/{{hash}}/logs/{{split}}.log",
     benchmark:
@@ -18,4 +21,4 @@ rule cases:
         mem_mb=4000,
         gpus=lambda w: MODEL_CFGS[w.model][1]["hardware"]["gpus"],
     shell:
-        "{PY} scripts/build_cases.py {params.overrides} job.split={wildcards.split} > {log} 2>&1"
+        "{params.py} scripts/build_cases.py {params.overrides} job.split={wildcards.split} > {log} 2>&1"

@@ -5,7 +5,10 @@ rule prepare_model:
         config=f"{MODELS}/{{model}}/config.json",
         source=f"{MODELS}/{{model}}/SOURCE.json",
     params:
+        py=PY,
         overrides=lambda w: " ".join(shlex.quote(o) for o in MODEL_CFGS[w.model][0]),
+    conda:
+        "../env.yaml"
     log:
         f"{RESULTS}/logs/prepare_model/{{model}}.log",
     benchmark:
@@ -13,7 +16,7 @@ rule prepare_model:
     resources:
         mem_mb=4000,
     shell:
-        "{PY} scripts/prepare_model.py {params.overrides} > {log} 2>&1"
+        "{params.py} scripts/prepare_model.py {params.overrides} > {log} 2>&1"
 
 
 rule prepare_models:

@@ -1,0 +1,38 @@
+# Shared setup: compose each run's Hydra config and map stage directories back to overrides.
+import shlex
+import sys
+from pathlib import Path
+
+from snakemake.utils import validate as validate_snakemake_config
+
+sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
+from common import compose, model_dir, stage_dir, stage_hash  # noqa: E402
+
+configfile: "conf/pipeline.yaml"
+validate_snakemake_config(config, "../conf/pipeline.schema.yaml")
+
+PY = sys.executable  # the interpreter running Snakemake (the project's venv), passed as params.py
+COMMON_OVERRIDES = shlex.split(config.get("overrides") or "")
+RUNS = [shlex.split(r) + COMMON_OVERRIDES for r in config["runs"]]
+CFGS = [compose(r) for r in RUNS]
+# Rule patterns below are rooted at these folders, which all runs must share.
+RESULTS, MODELS, DATA = (CFGS[0]["paths"][k] for k in ("results", "models", "data"))
+if any((c["paths"]["results"], c["paths"]["models"], c["paths"]["data"]) != (RESULTS, MODELS, DATA) for c in CFGS):
+    raise ValueError("all runs must share paths.results, paths.models and paths.data")
+
+# (stage, model, hash) -> the override list that composes that configuration
+OVERRIDES = {}
+for _ovr, _cfg in zip(RUNS, CFGS):
+    for _stage in ("cases",):
+        OVERRIDES[(_stage, _cfg["model"]["name"], stage_hash(_cfg, _stage))] = _ovr
+MODEL_CFGS = {c["model"]["name"]: (r, c) for r, c in zip(RUNS, CFGS)}
+
+
+def overrides_for(stage):
+    """Snakemake params function: the quoted Hydra overrides behind a stage directory."""
+    def get(wildcards):
+        key = (stage, wildcards.model, wildcards.hash)
+        if key not in OVERRIDES:
+            raise ValueError(f"no configured run produces {stage} outputs {key}; add it to `runs`")
+        return " ".join(shlex.quote(o) for o in OVERRIDES[key])
+    return get
