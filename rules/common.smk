@@ -7,6 +7,7 @@ from snakemake.utils import validate as validate_snakemake_config
 
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 from common import compose, model_dir, stage_dir, stage_hash  # noqa: E402
+from robustedit.stages import STAGES  # noqa: E402
 
 configfile: "conf/pipeline.yaml"
 validate_snakemake_config(config, "../conf/pipeline.schema.yaml")
@@ -23,9 +24,14 @@ if any((c["paths"]["results"], c["paths"]["models"], c["paths"]["data"]) != (RES
 # (stage, model, hash) -> the override list that composes that configuration
 OVERRIDES = {}
 for _ovr, _cfg in zip(RUNS, CFGS):
-    for _stage in ("cases",):
+    for _stage in STAGES:
         OVERRIDES[(_stage, _cfg["model"]["name"], stage_hash(_cfg, _stage))] = _ovr
 MODEL_CFGS = {c["model"]["name"]: (r, c) for r, c in zip(RUNS, CFGS)}
+
+
+def gpus(wildcards):
+    """GPU count for model-loading rules (hardware.gpus of the run that named this model)."""
+    return MODEL_CFGS[wildcards.model][1]["hardware"]["gpus"]
 
 
 def overrides_for(stage):

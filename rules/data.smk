@@ -19,6 +19,6 @@ rule cases:
         f"{RESULTS}/{{model}}/cases/{{hash}}/benchmarks/{{split}}.tsv"
     resources:
         mem_mb=4000,
-        gpus=lambda w: MODEL_CFGS[w.model][1]["hardware"]["gpus"],
+        gpus=gpus,
     shell:
         "{params.py} scripts/build_cases.py {params.overrides} job.split={wildcards.split} > {log} 2>&1"

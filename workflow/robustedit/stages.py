@@ -27,6 +27,12 @@ STAGES: dict[str, Stage] = {
     # the converted weights depend only on the source
     "model": Stage(("model.name", "model.source", "model.rope_theta")),
     "cases": Stage(("seed", "data", "model.add_bos", "model.rep_test_variant", "hardware.dtype"), ("model",)),
+    # ROME's second moment: layer, text sample, BOS policy and numerics (not the batch token budget)
+    "stats": Stage(("model.layer", "model.modules", "stats.source", "stats.local_files", "stats.hub",
+                    "stats.n_samples", "stats.drop_empty", "stats.include_bos", "stats.max_length",
+                    "stats.sample_seed", "hardware.dtype", "hardware.linalg_dtype"), ("model",)),
+    # context templates sampled from the model (seeded)
+    "templates": Stage(("seed", "rome.templates", "hardware.dtype"), ("model",)),
 }
 
 

@@ -10,7 +10,7 @@ import torch
 from ..errors import ConfigError, ModelNotAvailableError
 from .arch import Architecture
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def resolve_dtype(name: str) -> torch.dtype:

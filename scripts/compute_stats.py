@@ -1,0 +1,62 @@
+"""Stage `stats`: ROME's second moment C = E[k kᵀ] at the edit layer, resumable.
+
+    python scripts/compute_stats.py model=gemma3-270m stats.n_samples=2000
+Writes <stage dir>/mom2.pt ({"moment": float64 [D, D], "count", "meta"}) and stats.json (throughput).
+Partial sums go to mom2.partial.pt after every `stats.checkpoint_every` rows; a rerun resumes there.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from common import model_dir, stage_app
+
+from robustedit.io import atomic_path, write_json
+from robustedit.manifest import DataStore
+from robustedit.models.load import load_model, resolve_device, resolve_dtype
+from robustedit.rome.stats import compute_second_moment
+
+
+def stats_texts(cfg: dict) -> list[str]:
+    st = cfg["stats"]
+    if st["source"] == "local":
+        store = DataStore(cfg["paths"]["data"])
+        rows = [line for f in st["local_files"] for line in store.path(f).read_text().split("\n")]
+    else:
+        from datasets import load_dataset  # the hub's WikiText-103 train, only when configured
+
+        rows = list(load_dataset(st["hub"]["path"], st["hub"]["name"], split=st["hub"]["split"])["text"])
+    return [r for r in rows if r.strip()] if st["drop_empty"] else rows
+
+
+def save_torch(obj, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+@stage_app("stats")
+def main(cfg: dict, out_dir: Path) -> None:
+    st, hw = cfg["stats"], cfg["hardware"]
+    lm = load_model(model_dir(cfg), cfg["model"], hw["device"], hw["dtype"])
+    partial = out_dir / "mom2.partial.pt"
+    state = torch.load(partial, weights_only=True) if partial.exists() else None
+    if state is not None:
+        print(f"[stats] resuming from {partial} ({state['n_docs_done']} rows done)", flush=True)
+    result = compute_second_moment(
+        lm.model, lm.tokenizer, lm.arch, cfg["model"]["layer"], stats_texts(cfg),
+        n_samples=st["n_samples"], seed=st["sample_seed"], max_length=st["max_length"],
+        batch_tokens=st["batch_tokens"], include_bos=st["include_bos"], dtype=resolve_dtype(hw["linalg_dtype"]),
+        device=resolve_device(hw["device"]), state=state, on_checkpoint=lambda s: save_torch(s, partial),
+        checkpoint_every=st["checkpoint_every"], progress=True)
+    moment = result.moment
+    if not torch.isfinite(moment).all():
+        raise FloatingPointError(f"[stats] second moment has non-finite entries ({out_dir}); not saved")
+    save_torch({"moment": moment.cpu(), "count": result.accumulator.count, "meta": result.accumulator.meta},
+               out_dir / "mom2.pt")
+    write_json(out_dir / "stats.json", {k: (round(v, 3) if isinstance(v, float) else v) for k, v in result.stats.items()})
+    print(f"[stats] {result.stats['tokens']} tokens at {result.stats['tokens_per_s']:.0f} tokens/s", flush=True)
+    partial.unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    main()
