@@ -97,6 +97,7 @@ def main(cfg: dict, out_dir: Path) -> None:
             id_fraction=data_cfg["id_fraction"], shuffle_join=data_cfg["shuffle"]["join"]))
     stats["n_cases"] = len(out)
     stats["n_with_shuffles"] = sum(1 for c in out if c["shuffled_subjects"]["id"])
+    stats["n_without_rephrases"] = sum(1 for c in out if not c["subject_rephrases"]["id"])
     write_jsonl(out_dir / f"{split}.jsonl", out)
     write_json(out_dir / f"{split}.stats.json", stats)
 

@@ -112,7 +112,8 @@ def test_id_ood_split_and_rephrases():
     out = attach_rephrases(case, ["A", "S", "A", " B ", "C"], "dataset", 10, 0.5)
     assert out["subject_rephrases"] == {"id": ["A", "B"], "ood": ["C"], "source": "dataset"}
     with pytest.raises(RecordError, match="case_id 1: no usable subject rephrases"):
-        attach_rephrases(case, ["S"], "llm", 10, 0.5)
+        attach_rephrases(case, ["S"], "dataset", 10, 0.5)
+    assert attach_rephrases(case, ["S"], "llm:local:x", 10, 0.5)["subject_rephrases"]["id"] == []
     assert replace_subject("S is S", "S", "T") == "T is S"
 
 

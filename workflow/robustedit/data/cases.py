@@ -22,9 +22,12 @@ def attach_perturbations(case: dict, tok, words: list[str], *, seed: int, n_shuf
 
 
 def attach_rephrases(case: dict, rephrases: list[str], source: str, n: int, id_fraction: float) -> dict:
-    """Keep at most n rephrases (never the subject itself) and split them into ID/OOD halves."""
+    """Keep at most n rephrases (never the subject itself) and split them into ID/OOD halves.
+
+    The data's own rephrases must be usable (else the record is malformed); an LLM may fail to write
+    any, which leaves the case without rephrase items (counted in the split's stats, not hidden)."""
     kept = [r for r in dict.fromkeys(r.strip() for r in rephrases) if r and r != case["subject"]][:n]
-    if not kept:
+    if not kept and source == "dataset":
         raise RecordError(f"case_id {case['case_id']}: no usable subject rephrases ({source})")
     out = {k: v for k, v in case.items() if k != "dataset_subject_rephrases"}
     out["subject_rephrases"] = {**split_id_ood(kept, id_fraction), "source": source}
