@@ -1,0 +1,186 @@
+"""ROME's "covariance": the uncentred second moment C = E[k kᵀ] of the edit layer's down_proj input,
+over the tokens of a deterministic document subsample (kmeng01/rome `layer_stats`, algorithms notes §1.7).
+
+- Documents: `random.Random(seed)` shuffle of all indices, first `n_samples` (the reference's
+  FixedRandomSubsetSampler(seed=1)); nothing else is dropped here. An empty line still yields a BOS
+  key on tokenizers that prepend BOS, exactly as in the reference; filter texts before calling if
+  you do not want that.
+- Each document is tokenised alone (special tokens included, truncated at `max_length`); padding
+  positions never enter the sum; `include_bos=False` drops the auto-prepended BOS at position 0.
+- The forward stops right after the edit layer's down_proj. Sums are kept in float64 (float32 on
+  request; never half: sums over millions of tokens overflow float16).
+- Work proceeds in chunks of `checkpoint_every` documents (length-sorted, batched by a token budget
+  inside a chunk); after each chunk `on_checkpoint(state_dict)` is called, and a run given that
+  state resumes after the last finished chunk. The result does not depend on batching, chunking or
+  resumption beyond float64 rounding.
+"""
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from ..errors import ConfigError
+from ..hooks import capture_input, run_until, stop_after
+
+ACCUMULATE_DTYPES = (torch.float64, torch.float32)
+
+
+class SecondMoment:
+    """Running Σ k kᵀ and token count; `moment()` = sum / count."""
+
+    def __init__(self, dim: int, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu",
+                 meta: dict | None = None):
+        if dtype not in ACCUMULATE_DTYPES:
+            raise ConfigError(f"second-moment accumulation dtype {dtype} is not allowed; use float64 or float32")
+        self.sum = torch.zeros(dim, dim, dtype=dtype, device=device)
+        self.count = 0  # tokens
+        self.n_docs_done = 0  # documents of the sampled list fully processed
+        self.meta = dict(meta or {})  # what the sums were collected over; checked on resume
+
+    @property
+    def dim(self) -> int:
+        return self.sum.shape[0]
+
+    def add(self, x: torch.Tensor) -> None:
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"expected keys of shape [N, {self.dim}], got {tuple(x.shape)}")
+        x = x.to(self.sum.device, self.sum.dtype)  # cast before multiplying: the product is formed in float64
+        self.sum.addmm_(x.T, x)
+        self.count += x.shape[0]
+
+    def merge(self, other: "SecondMoment") -> None:
+        if other.dim != self.dim:
+            raise ValueError(f"cannot merge second moments of dimension {other.dim} and {self.dim}")
+        self.sum += other.sum.to(self.sum.device, self.sum.dtype)
+        self.count += other.count
+        self.n_docs_done += other.n_docs_done
+
+    def moment(self) -> torch.Tensor:
+        if self.count == 0:
+            raise ValueError("second moment over zero tokens")
+        return self.sum / self.count
+
+    def state_dict(self) -> dict:
+        return {"sum": self.sum.detach().cpu().clone(), "count": int(self.count),
+                "n_docs_done": int(self.n_docs_done), "meta": dict(self.meta)}
+
+    def load_state_dict(self, state: dict) -> None:
+        s = state["sum"]
+        if tuple(s.shape) != (self.dim, self.dim):
+            raise ConfigError(f"second-moment state has shape {tuple(s.shape)}, expected {(self.dim, self.dim)}")
+        self.sum.copy_(s.to(self.sum.dtype))
+        self.count = int(state["count"])
+        self.n_docs_done = int(state["n_docs_done"])
+        self.meta = dict(state.get("meta") or {})
+
+
+@dataclass
+class MomentResult:
+    moment: torch.Tensor  # [D, D] E[k kᵀ] in the accumulation dtype
+    accumulator: SecondMoment
+    stats: dict  # tokens, docs, seconds, tokens_per_s (this run) and totals
+
+
+def select_documents(n_total: int, n_samples: int | None, seed: int) -> list[int]:
+    """Indices of the documents used, in processing order: seeded shuffle, first n."""
+    order = list(range(n_total))
+    random.Random(seed).shuffle(order)
+    if n_samples is None:
+        return order
+    if n_samples > n_total:
+        raise ConfigError(f"stats.n_samples={n_samples} but only {n_total} documents are available")
+    return order[:n_samples]
+
+
+def token_budget_batches(lengths: Sequence[int], batch_tokens: int) -> list[list[int]]:
+    """Group item indices, longest first, so that rows x longest row <= batch_tokens (>= 1 row each)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    for i in order:
+        if lengths[i] == 0:
+            continue
+        if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= batch_tokens:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+def prepends_bos(tok) -> bool:
+    """Whether tokenising a text puts an automatic BOS at position 0."""
+    bos = tok.bos_token_id
+    return bos is not None and tok("x")["input_ids"][:1] == [bos] and tok("x", add_special_tokens=False)["input_ids"][:1] != [bos]
+
+
+def _key_rows(model, down_proj, ids_list, include_bos, bos_id, pad_id, device) -> torch.Tensor:
+    """Down_proj inputs of all real (non-pad, optionally non-BOS) tokens of a right-padded batch."""
+    width = max(len(x) for x in ids_list)
+    ids = torch.full((len(ids_list), width), pad_id, dtype=torch.long)
+    keep = torch.zeros((len(ids_list), width), dtype=torch.bool)
+    for r, x in enumerate(ids_list):
+        ids[r, : len(x)] = torch.tensor(x, dtype=torch.long)
+        keep[r, : len(x)] = True
+    attention = keep.long()
+    if not include_bos and bos_id is not None:
+        keep[:, 0] &= ids[:, 0] != bos_id  # the auto-prepended BOS sits at position 0
+    with capture_input(down_proj) as cap, stop_after(down_proj):
+        run_until(model, input_ids=ids.to(device), attention_mask=attention.to(device))
+    return cap.value[keep.to(cap.value.device)]
+
+
+def compute_second_moment(
+    model, tok, arch, layer: int, texts: Sequence[str], *,
+    n_samples: int | None = None,  # documents after the seeded shuffle; None = all
+    seed: int = 1,  # the reference's FixedRandomSubsetSampler seed
+    max_length: int = 2048,  # tokens per document (truncation, special tokens included)
+    batch_tokens: int = 4096,  # rows x longest row per forward; speed only
+    include_bos: bool = True,  # the reference keeps BOS keys on Llama; no-op without BOS
+    dtype: torch.dtype = torch.float64,  # accumulation dtype
+    device: str | torch.device = "cpu",
+    state: dict | None = None,  # a state_dict from on_checkpoint to resume from
+    on_checkpoint: Callable[[dict], None] | None = None,
+    checkpoint_every: int = 500,  # documents per chunk (and between checkpoints)
+    progress: bool = False,  # tqdm bar over documents
+) -> MomentResult:
+    if checkpoint_every < 1 or batch_tokens < 1 or max_length < 1:
+        raise ConfigError("stats: checkpoint_every, batch_tokens and max_length must be >= 1")
+    selected = select_documents(len(texts), n_samples, seed)
+    down_proj = arch.module(model, "down_proj", layer)
+    meta = {"layer": int(layer), "n_selected": len(selected), "n_texts": len(texts), "seed": int(seed),
+            "max_length": int(max_length), "include_bos": bool(include_bos)}
+    acc = SecondMoment(down_proj.in_features, dtype=dtype, device=device, meta=meta)
+    if state is not None:
+        acc.load_state_dict(state)
+        if acc.meta != meta:
+            raise ConfigError(f"cannot resume second-moment statistics collected with {acc.meta} for {meta}")
+    start_docs, start_tokens = acc.n_docs_done, acc.count
+    bos_id = tok.bos_token_id if prepends_bos(tok) else None  # None: nothing to drop (e.g. SmolLM2)
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0  # value irrelevant: pads are masked
+    bar = contextlib.nullcontext()
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(selected), initial=start_docs, unit="doc", desc=f"C layer {layer}")
+    t0 = time.perf_counter()
+    with bar, torch.no_grad():
+        for lo in range(start_docs, len(selected), checkpoint_every):
+            chunk = [texts[i] for i in selected[lo: lo + checkpoint_every]]
+            enc = tok(chunk, truncation=True, max_length=max_length, add_special_tokens=True)["input_ids"]
+            for rows in token_budget_batches([len(x) for x in enc], batch_tokens):
+                acc.add(_key_rows(model, down_proj, [enc[r] for r in rows], include_bos, bos_id, pad_id, device))
+            acc.n_docs_done = lo + len(chunk)
+            if progress:
+                bar.update(len(chunk))
+            if on_checkpoint is not None:
+                on_checkpoint(acc.state_dict())
+    seconds = time.perf_counter() - t0
+    tokens = acc.count - start_tokens
+    stats = {"tokens": tokens, "docs": acc.n_docs_done - start_docs, "seconds": seconds,
+             "tokens_per_s": tokens / seconds if seconds > 0 else float("nan"),
+             "tokens_total": acc.count, "docs_total": acc.n_docs_done, "resumed_from_docs": start_docs}
+    return MomentResult(acc.moment(), acc, stats)
