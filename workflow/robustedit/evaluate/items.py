@@ -1,0 +1,102 @@
+"""The evaluation items of one CounterFact robustness case, built once and labelled by group.
+
+Each item is a teacher-forced (prompt, target) pair plus the `alternative` target that ROME's
+probability comparison weighs it against. Groups (they are also the summary table's columns):
+
+    success       prompt -> target_new                                  (alternative: target_true)
+    locality      each neighborhood prompt -> locality_ground_truth       (alternative: target_new),
+                  scored by agreement with the unedited model's argmax
+    rephrase_id   prompt with the subject replaced by each in-domain rephrase  -> target_new
+    rephrase_ood  the same with the out-of-domain rephrases
+    shuffle_id    prompt with the subject replaced by each in-domain shuffled subject -> target_new
+    shuffle_ood   the same with the out-of-domain shuffles
+    long_id       long_context["eval"] + " " + prompt -> target_new
+    long_ood      long_context["eval_ood"] + " " + prompt -> target_new, only when the record has a
+                  second unseen passage. long_context["held"] passages are NOT evaluated: they are
+                  REP's training passages, so they are neither in- nor out-of-domain test text.
+    paraphrase    each paraphrase prompt -> target_new
+    patil         each Patil et al. paraphrased prompt -> target_new
+
+Subjects are replaced on their first occurrence only (robustedit.data.perturb.replace_subject, the
+helper the data stage uses too).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..data.perturb import replace_subject
+from ..errors import RecordError
+
+GROUPS = ("success", "locality", "rephrase_id", "shuffle_id", "long_id",
+          "rephrase_ood", "shuffle_ood", "long_ood", "paraphrase", "patil")
+
+REQUIRED_KEYS = ("case_id", "subject", "prompt", "target_new", "target_true", "paraphrase_prompts",
+                 "patil_prompts", "neighborhood_prompts", "locality_ground_truth", "subject_rephrases",
+                 "shuffled_subjects", "long_context")
+
+
+@dataclass(frozen=True)
+class Item:
+    group: str
+    prompt: str
+    target: str
+    alternative: str  # the competing target of ROME's P(target) > P(alternative)
+
+
+def _field(case: dict, key: str, where: str, kind: type):
+    value = case[key]
+    if not isinstance(value, kind):
+        raise RecordError(f"{where}{key} must be a {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _strings(value, where: str, key: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(s, str) and s.strip() for s in value):
+        raise RecordError(f"{where}{key} must be a list of non-empty strings")
+    return value
+
+
+def build_items(case: dict) -> list[Item]:
+    """All items of one case, in the order of GROUPS; raises RecordError naming the case_id."""
+    cid = case.get("case_id", "?")
+    where = f"case_id {cid}: "
+    missing = [k for k in REQUIRED_KEYS if k not in case]
+    if missing:
+        raise RecordError(f"{where}missing keys {missing}")
+    subject = _field(case, "subject", where, str)
+    prompt = _field(case, "prompt", where, str)
+    new, true = _field(case, "target_new", where, str), _field(case, "target_true", where, str)
+    if subject not in prompt:
+        raise RecordError(f"{where}subject {subject!r} not found in prompt {prompt!r}")
+    rephrases = _field(case, "subject_rephrases", where, dict)
+    shuffles = _field(case, "shuffled_subjects", where, dict)
+    long_ctx = _field(case, "long_context", where, dict)
+
+    def swapped(group: str, subjects: list[str]) -> list[Item]:
+        return [Item(group, replace_subject(prompt, subject, s, where), new, true) for s in subjects]
+
+    def with_context(group: str, key: str) -> list[Item]:
+        passage = long_ctx[key]
+        if not isinstance(passage, str) or not passage.strip():
+            raise RecordError(f"{where}long_context.{key} must be a non-empty string")
+        return [Item(group, passage + " " + prompt, new, true)]
+
+    items = [Item("success", prompt, new, true)]
+    locality_target = _field(case, "locality_ground_truth", where, str)
+    items += [Item("locality", p, locality_target, new)
+              for p in _strings(case["neighborhood_prompts"], where, "neighborhood_prompts")]
+    for split in ("id", "ood"):
+        if split not in rephrases or split not in shuffles:
+            raise RecordError(f"{where}subject_rephrases and shuffled_subjects need an {split!r} list")
+    items += swapped("rephrase_id", _strings(rephrases["id"], where, "subject_rephrases.id"))
+    items += swapped("shuffle_id", _strings(shuffles["id"], where, "shuffled_subjects.id"))
+    if "eval" not in long_ctx:
+        raise RecordError(f"{where}long_context needs an 'eval' passage")
+    items += with_context("long_id", "eval")
+    items += swapped("rephrase_ood", _strings(rephrases["ood"], where, "subject_rephrases.ood"))
+    items += swapped("shuffle_ood", _strings(shuffles["ood"], where, "shuffled_subjects.ood"))
+    if "eval_ood" in long_ctx:  # optional: a second unseen passage (see the module docstring)
+        items += with_context("long_ood", "eval_ood")
+    items += [Item("paraphrase", p, new, true) for p in _strings(case["paraphrase_prompts"], where, "paraphrase_prompts")]
+    items += [Item("patil", p, new, true) for p in _strings(case["patil_prompts"], where, "patil_prompts")]
+    return items

@@ -1,0 +1,178 @@
+"""Evaluate edits on CounterFact robustness cases and summarise them into the paper's table columns.
+
+    per_case = evaluate_cases(model, tok, arch, cases, edits, batch_size=32, device="cpu", mode="batched")
+    table = summarise(per_case, metric="exact_match", aggregation="micro")   # REP paper's table
+
+`mode="sequential"` applies each case's edit to the weights, scores its items and restores the weights;
+`mode="batched"` scores many cases' items per forward with every row carrying its own case's edit
+(EditBatch.for_rows). Both give the same item scores (up to float rounding of W + v uᵀ vs W x + v uᵀx).
+
+Every item is scored before the edit too (the "pre" stage, always batched across cases, the same in
+both modes): that is the locality reference and the unedited baseline. With `alternatives=True` each
+item's alternative target is also scored, which ROME's prob_compare needs (about twice the compute).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from ..errors import ConfigError, RecordError
+from ..metrics import METRICS, TokenScores, aggregate, get_metric
+from .edit_batch import as_edit_batch
+from .items import GROUPS, build_items
+from .scoring import ItemScore, encode_item, score_items
+
+MODES = ("batched", "sequential")
+STAGES = ("post", "pre")
+
+
+def _encode_cases(tok, cases: Sequence[dict], alternatives: bool, max_length: int | None):
+    """Flat list of rows (case index, item index, kind, EncodedItem); kind is 'target' or 'alternative'."""
+    items_per_case, rows = [], []
+    for ci, case in enumerate(cases):
+        items = build_items(case)
+        items_per_case.append(items)
+        for j, it in enumerate(items):
+            where = f"case_id {case['case_id']} ({it.group} item {j}): "
+            rows.append((ci, j, "target", encode_item(tok, it.prompt, it.target, where, max_length)))
+            if alternatives:
+                rows.append((ci, j, "alternative", encode_item(tok, it.prompt, it.alternative, where, max_length)))
+    return items_per_case, rows
+
+
+def _pre_from_results(previous: Sequence[dict], cases: Sequence[dict], items_per_case, rows) -> list[ItemScore]:
+    """Reuse the pre-edit scores of an earlier evaluate_cases run on the same cases."""
+    if len(previous) != len(cases):
+        raise ConfigError(f"pre_from has {len(previous)} cases, evaluating {len(cases)}")
+    out = []
+    for ci, j, kind, _ in rows:
+        prev = previous[ci]
+        if prev["case_id"] != cases[ci]["case_id"] or len(prev["items"]) != len(items_per_case[ci]):
+            raise ConfigError(f"pre_from case {ci} (case_id {prev['case_id']}) does not match case_id {cases[ci]['case_id']}")
+        item = prev["items"][j]
+        if (item["prompt"], item["target"]) != (items_per_case[ci][j].prompt, items_per_case[ci][j].target):
+            raise ConfigError(f"pre_from case_id {prev['case_id']} item {j} has a different prompt or target")
+        key = "token_logprobs" if kind == "target" else "alt_token_logprobs"
+        if key not in item["pre"]:
+            raise ConfigError("pre_from was evaluated without alternatives")
+        ids = item["pre"]["argmax_ids"] if kind == "target" else item["pre"]["alt_argmax_ids"]
+        out.append(ItemScore(list(ids), list(item["pre"][key])))
+    return out
+
+
+def _metric_values(target: TokenScores, alternative: TokenScores | None, reference: torch.Tensor) -> dict:
+    values = {}
+    for key, metric in METRICS.items():
+        if "alternative" in metric.needs and alternative is None:
+            continue
+        values[key] = metric(target, alternative=alternative, reference_argmax=reference).tolist()
+    return values
+
+
+def _stage_record(scores: list[ItemScore], alt_scores: list[ItemScore] | None, metrics: dict, j: int) -> dict:
+    rec = {"argmax_ids": scores[j].argmax_ids, "token_logprobs": scores[j].logprobs}
+    if alt_scores is not None:
+        rec["alt_argmax_ids"] = alt_scores[j].argmax_ids
+        rec["alt_token_logprobs"] = alt_scores[j].logprobs
+    rec.update({k: v[j] for k, v in metrics.items()})
+    return rec
+
+
+def evaluate_cases(model, tok, arch, cases: Sequence[dict], edits, batch_size: int, device,
+                   mode: str = "batched", *, alternatives: bool = True, pre_from: Sequence[dict] | None = None,
+                   max_length: int | None = None) -> list[dict]:
+    """Per case {"case_id", "items": [...]}; per item: group, prompt, target, alternative, target_ids,
+    the post-edit argmax_ids, token_logprobs (alt_* too with alternatives), one value in [0, 1] per
+    metric key (e.g. "exact_match@1"), and the same under "pre" for the unedited model.
+
+    edits: an EditBatch, a list with one RankOneEdit (or None) per case, or None for no edits.
+    pre_from: the result of an earlier call on the same cases, to reuse its pre-edit scores.
+    Groups are those of `build_items` (long_id reads long_context["eval"]; long_ood reads
+    long_context["eval_ood"] and exists only for records that have it; "held" passages are not scored).
+    """
+    if mode not in MODES:
+        raise ConfigError(f"unknown evaluation mode {mode!r}; use one of {MODES}")
+    edit_batch = as_edit_batch(model, arch, edits, len(cases), device)
+    items_per_case, rows = _encode_cases(tok, cases, alternatives, max_length)
+    encoded = [r[3] for r in rows]
+    row_case = [r[0] for r in rows]
+    case_rows: list[list[int]] = [[] for _ in cases]  # row indices of each case, in item order
+    for k, ci in enumerate(row_case):
+        case_rows[ci].append(k)
+
+    if pre_from is not None:
+        pre = _pre_from_results(pre_from, cases, items_per_case, rows)
+    else:
+        pre = score_items(model, arch, encoded, batch_size, device)
+    if mode == "batched":
+        post = score_items(model, arch, encoded, batch_size, device, edit_batch.for_rows, row_case)
+    else:
+        post = [None] * len(rows)
+        for ci in range(len(cases)):
+            with edit_batch.for_case(ci):
+                scored = score_items(model, arch, [encoded[k] for k in case_rows[ci]], batch_size, device)
+            for k, s in zip(case_rows[ci], scored):
+                post[k] = s
+    return [_case_result(case, items_per_case[ci], [(rows[k][2], rows[k][3], pre[k], post[k]) for k in case_rows[ci]],
+                         alternatives)
+            for ci, case in enumerate(cases)]
+
+
+def _case_result(case: dict, items: list, rows: list, alternatives: bool) -> dict:
+    """rows: (kind, EncodedItem, pre ItemScore, post ItemScore) of this case, in item order."""
+    def pick(kind: str, what: int) -> list:
+        return [r[what] for r in rows if r[0] == kind]
+
+    target_ids = [list(e.target_ids) for e in pick("target", 1)]
+    alt_ids = [list(e.target_ids) for e in pick("alternative", 1)]
+
+    def as_scores(ids, scores):
+        return TokenScores.from_lists(ids, [s.argmax_ids for s in scores], [s.logprobs for s in scores])
+
+    reference = as_scores(target_ids, pick("target", 2)).argmax_ids  # the unedited model's argmax
+    stage = {}
+    for name, what in (("pre", 2), ("post", 3)):
+        targets, alts = pick("target", what), (pick("alternative", what) if alternatives else None)
+        metrics = _metric_values(as_scores(target_ids, targets), as_scores(alt_ids, alts) if alts else None, reference)
+        stage[name] = (targets, alts, metrics)
+    out_items = []
+    for j, it in enumerate(items):
+        rec = {"group": it.group, "prompt": it.prompt, "target": it.target, "alternative": it.alternative,
+               "target_ids": target_ids[j]}
+        if alternatives:
+            rec["alt_target_ids"] = alt_ids[j]
+        rec.update(_stage_record(*stage["post"], j))
+        rec["pre"] = _stage_record(*stage["pre"], j)
+        out_items.append(rec)
+    return {"case_id": case["case_id"], "items": out_items}
+
+
+def summarise(per_case: Sequence[dict], metric: str = "exact_match", aggregation: str = "micro", *,
+              locality_metric: str = "locality_agreement", stage: str = "post") -> dict:
+    """Percentages per table column (= item group). The locality column uses `locality_metric`
+    (agreement with the unedited model, as REP and EasyEdit), every other column `metric`. A column
+    without items in any case (e.g. long_ood when no record has long_context.eval_ood) is omitted."""
+    if stage not in STAGES:
+        raise ConfigError(f"unknown stage {stage!r}; use one of {STAGES}")
+    main_key, loc_key = get_metric(metric).key, get_metric(locality_metric).key
+    columns, counts = {}, {}
+    for group in GROUPS:
+        key = loc_key if group == "locality" else main_key
+        per_group = []
+        for case in per_case:
+            values = []
+            for item in case["items"]:
+                if item["group"] != group:
+                    continue
+                rec = item if stage == "post" else item["pre"]
+                if key not in rec:
+                    raise RecordError(f"case_id {case['case_id']}: no {key} in the results "
+                                      f"(prob_compare needs evaluate_cases(..., alternatives=True))")
+                values.append(rec[key])
+            per_group.append(values)
+        counts[group] = sum(len(v) for v in per_group)
+        if counts[group]:
+            columns[group] = aggregate(per_group, aggregation)
+    return {"metric": main_key, "locality_metric": loc_key, "aggregation": aggregation, "stage": stage,
+            "n_cases": len(per_case), "columns": columns, "n_items": counts}
