@@ -1,0 +1,133 @@
+"""EREN's data sets (CounterFact-Hard, FEVER) and EasyEdit's CounterFact splits, checked on load.
+
+Loaders take paths and return validated plain records; errors name the file, record and field.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+from ..errors import RecordError
+from ..io import read_json
+from ..seeding import py_rng
+
+FEVER_LABELS = ("yes", "no")
+
+
+def _field(rec: dict, key: str, typ: type | tuple, where: str) -> Any:
+    if not isinstance(rec, dict):
+        raise RecordError(f"{where}: expected an object, got {type(rec).__name__}")
+    if key not in rec:
+        raise RecordError(f"{where}: missing field {key!r}")
+    if not isinstance(rec[key], typ):
+        raise RecordError(f"{where}: field {key!r} should be {typ}, got {type(rec[key]).__name__}")
+    return rec[key]
+
+
+def _str_list(value: Any, where: str) -> list[str]:
+    if not isinstance(value, list) or any(not isinstance(x, str) for x in value):
+        raise RecordError(f"{where}: expected a list of strings")
+    return value
+
+
+def _pairs(rec: dict, where: str) -> list[tuple[str, str]]:
+    """edit_scope as (input, answer) pairs; may be empty (8 CounterFact-Hard records have no in-scope
+    questions: their statement is still a note and their unrelated questions still count)."""
+    scope = _field(rec, "edit_scope", list, where)
+    out = []
+    for j, pair in enumerate(scope):
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+            raise RecordError(f"{where}: edit_scope[{j}] should be [input, answer], got {pair!r}")
+        out.append((pair[0], pair[1]))
+    true = _str_list(_field(rec, "edit_scope_true_ans", list, where), f"{where}.edit_scope_true_ans")
+    if len(true) != len(out):
+        raise RecordError(f"{where}: edit_scope has {len(out)} items but edit_scope_true_ans {len(true)}")
+    return out
+
+
+def check_counterfact_hard(records: Any, source: str = "cfh") -> list[dict]:
+    """Validate CounterFact-Hard records (id, edit_statement, edit_scope, edit_scope_true_ans, unrelated)."""
+    if not isinstance(records, list):
+        raise RecordError(f"{source}: expected a list of records")
+    for n, rec in enumerate(records):
+        where = f"{source}: record {n} (id {rec.get('id') if isinstance(rec, dict) else '?'})"
+        _field(rec, "id", int, where)
+        _field(rec, "edit_statement", str, where)
+        _pairs(rec, where)
+        unrelated = _field(rec, "unrelated", dict, where)
+        for key in ("neighbor_subj", "same_subj"):
+            _str_list(_field(unrelated, key, list, f"{where}.unrelated"), f"{where}.unrelated.{key}")
+    return records
+
+
+def check_fever(records: Any, source: str = "fever") -> list[dict]:
+    """Validate FEVER records (id, edit_statement, edit_scope of [claim, yes|no], edit_scope_true_ans)."""
+    if not isinstance(records, list):
+        raise RecordError(f"{source}: expected a list of records")
+    for n, rec in enumerate(records):
+        where = f"{source}: record {n} (id {rec.get('id') if isinstance(rec, dict) else '?'})"
+        _field(rec, "id", int, where)
+        _field(rec, "edit_statement", str, where)
+        for j, (_, label) in enumerate(_pairs(rec, where)):
+            if label not in FEVER_LABELS:
+                raise RecordError(f"{where}: edit_scope[{j}] label {label!r} is not one of {FEVER_LABELS}")
+    return records
+
+
+def load_counterfact_hard(path: str | os.PathLike) -> list[dict]:
+    return check_counterfact_hard(read_json(path), str(path))
+
+
+def load_fever(path: str | os.PathLike) -> tuple[list[dict], list[dict]]:
+    """(edits, out-of-scope checks): the first half of the file is applied as edits, the second half
+    only checks behaviour preservation, as EREN's test_eren.py."""
+    records = check_fever(read_json(path), str(path))
+    if len(records) % 2:
+        raise RecordError(f"{path}: FEVER file must hold an even number of records, has {len(records)}")
+    half = len(records) // 2
+    return records[:half], records[half:]
+
+
+def subsample(records: Sequence[dict], n: int | None, seed: int, purpose: str = "eren_subsample") -> list[dict]:
+    """A seeded subset of n records in their original order (all records if n is None or >= len)."""
+    records = list(records)
+    if n is None or n >= len(records):
+        return records
+    if n < 1:
+        raise ValueError(f"max_edits must be >= 1 or None, got {n}")
+    keep = sorted(py_rng(seed, purpose, len(records), n).sample(range(len(records)), n))
+    return [records[i] for i in keep]
+
+
+def edit_statements(records: Sequence[dict]) -> list[str]:
+    """The edit statements of EREN records (a list-valued statement, as HotpotQA's, is flattened)."""
+    out: list[str] = []
+    for rec in records:
+        s = rec["edit_statement"]
+        out.extend(s if isinstance(s, list) else [s])
+    return out
+
+
+# ---- EasyEdit CounterFact (notebook scaling) ------------------------------------------------
+EASYEDIT_FIELDS = ("case_id", "prompt", "target_new", "subject", "rephrase_prompt")
+
+
+def load_counterfact_easyedit(paths: Sequence[str | os.PathLike]) -> list[dict]:
+    """Concatenate EasyEdit CounterFact split files, checking the fields the scaling study reads."""
+    cases: list[dict] = []
+    for path in paths:
+        records = read_json(path)
+        if not isinstance(records, list):
+            raise RecordError(f"{path}: expected a list of records")
+        for n, rec in enumerate(records):
+            where = f"{path}: record {n}"
+            _field(rec, "case_id", int, where)
+            for key in EASYEDIT_FIELDS[1:]:
+                _field(rec, key, str, f"{where} (case_id {rec['case_id']})")
+        cases.extend(records)
+    return cases
+
+
+def scaling_pairs(cases: Sequence[dict]) -> tuple[list[str], list[str]]:
+    """(edit statements, queries): statement = prompt + " " + target_new, query = rephrase_prompt."""
+    return ([c["prompt"] + " " + c["target_new"] for c in cases], [c["rephrase_prompt"] for c in cases])
