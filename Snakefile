@@ -10,11 +10,12 @@ include: "rules/common.smk"
 include: "rules/models.smk"
 include: "rules/data.smk"
 include: "rules/stats.smk"
+include: "rules/rome.smk"
 
 
 rule all:
     default_target: True
     input:
         [stage_dir(c, "cases") / f"{s}.jsonl" for c in CFGS for s in c["data"]["splits"]],
-        [stage_dir(c, "stats") / "mom2.pt" for c in CFGS],
-        [stage_dir(c, "templates") / "templates.json" for c in CFGS],
+        [stage_dir(c, "eval_rome") / f"{s}.summary.json" for c in CFGS for s in c["data"]["splits"]],
+        f"{RESULTS}/tables/table1.csv",

@@ -21,11 +21,12 @@ RESULTS, MODELS, DATA = (CFGS[0]["paths"][k] for k in ("results", "models", "dat
 if any((c["paths"]["results"], c["paths"]["models"], c["paths"]["data"]) != (RESULTS, MODELS, DATA) for c in CFGS):
     raise ValueError("all runs must share paths.results, paths.models and paths.data")
 
-# (stage, model, hash) -> the override list that composes that configuration
-OVERRIDES = {}
+# (stage, model, hash) -> the override list / composed config behind that stage directory
+OVERRIDES, RUN_OF = {}, {}
 for _ovr, _cfg in zip(RUNS, CFGS):
     for _stage in STAGES:
-        OVERRIDES[(_stage, _cfg["model"]["name"], stage_hash(_cfg, _stage))] = _ovr
+        _key = (_stage, _cfg["model"]["name"], stage_hash(_cfg, _stage))
+        OVERRIDES[_key], RUN_OF[_key] = _ovr, _cfg
 MODEL_CFGS = {c["model"]["name"]: (r, c) for r, c in zip(RUNS, CFGS)}
 
 

@@ -33,6 +33,12 @@ STAGES: dict[str, Stage] = {
                     "stats.sample_seed", "hardware.dtype", "hardware.linalg_dtype"), ("model",)),
     # context templates sampled from the model (seeded)
     "templates": Stage(("seed", "rome.templates", "hardware.dtype"), ("model",)),
+    # one ROME edit per case (batch_cases is speed only and not hashed)
+    "rome": Stage(("model.layer", "model.modules", "rome.v_num_grad_steps", "rome.v_lr", "rome.v_weight_decay",
+                   "rome.clamp_norm_factor", "rome.kl_factor", "rome.early_stop_loss", "rome.mom2_adjustment",
+                   "rome.target_mode"), ("cases", "stats", "templates")),
+    # teacher-forced evaluation of the ROME edits (and of the unedited model)
+    "eval_rome": Stage(("eval.max_length",), ("rome",)),
 }
 
 

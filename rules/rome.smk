@@ -1,0 +1,64 @@
+# ROME edits per case, their batched evaluation, and Table 1.
+
+rule rome:
+    input:
+        cases=lambda w: stage_dir(RUN_OF[("rome", w.model, w.hash)], "cases") / f"{w.split}.jsonl",
+        moment=lambda w: stage_dir(RUN_OF[("rome", w.model, w.hash)], "stats") / "mom2.pt",
+        templates=lambda w: stage_dir(RUN_OF[("rome", w.model, w.hash)], "templates") / "templates.json",
+    output:
+        edits=f"{RESULTS}/{{model}}/rome/{{hash}}/{{split}}.edits.pt",
+        diagnostics=f"{RESULTS}/{{model}}/rome/{{hash}}/{{split}}.rome.jsonl",
+    params:
+        py=PY,
+        overrides=overrides_for("rome"),
+    conda:
+        "../env.yaml"
+    log:
+        f"{RESULTS}/{{model}}/rome/{{hash}}/logs/{{split}}.log",
+    benchmark:
+        f"{RESULTS}/{{model}}/rome/{{hash}}/benchmarks/{{split}}.tsv"
+    resources:
+        mem_mb=6000,
+        gpus=gpus,
+    shell:
+        "{params.py} scripts/rome_edits.py {params.overrides} job.split={wildcards.split} > {log} 2>&1"
+
+
+rule eval_rome:
+    input:
+        edits=lambda w: stage_dir(RUN_OF[("eval_rome", w.model, w.hash)], "rome") / f"{w.split}.edits.pt",
+    output:
+        results=f"{RESULTS}/{{model}}/eval_rome/{{hash}}/{{split}}.results.jsonl",
+        summary=f"{RESULTS}/{{model}}/eval_rome/{{hash}}/{{split}}.summary.json",
+    params:
+        py=PY,
+        overrides=overrides_for("eval_rome"),
+    conda:
+        "../env.yaml"
+    log:
+        f"{RESULTS}/{{model}}/eval_rome/{{hash}}/logs/{{split}}.log",
+    benchmark:
+        f"{RESULTS}/{{model}}/eval_rome/{{hash}}/benchmarks/{{split}}.tsv"
+    resources:
+        mem_mb=6000,
+        gpus=gpus,
+    shell:
+        "{params.py} scripts/evaluate_edits.py {params.overrides} job.split={wildcards.split} > {log} 2>&1"
+
+
+rule table1:
+    input:
+        summaries=[stage_dir(c, "eval_rome") / f"{c['eval']['report_split']}.summary.json" for c in CFGS],
+    output:
+        csv=f"{RESULTS}/tables/table1.csv",
+        md=f"{RESULTS}/tables/table1.md",
+    params:
+        py=PY,
+    conda:
+        "../env.yaml"
+    log:
+        f"{RESULTS}/logs/table1.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/table1.tsv"
+    shell:
+        "{params.py} scripts/make_table1.py --out-csv {output.csv} --out-md {output.md} {input.summaries} > {log} 2>&1"

@@ -1,0 +1,57 @@
+"""Stage `eval_rome`: teacher-forced robustness evaluation of each case's ROME edit (batched).
+
+    python scripts/evaluate_edits.py job.split=test
+Writes <stage dir>/<split>.results.jsonl (per case and item: metrics before and after the edit) and
+<split>.summary.json (every metric x aggregation, pre- and post-edit, in percent).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from common import model_dir, stage_app, stage_dir
+
+from robustedit.edits import RankOneEdit
+from robustedit.evaluate import evaluate_cases, summarise
+from robustedit.io import read_jsonl, write_json, write_jsonl
+from robustedit.metrics import AGGREGATIONS
+from robustedit.models.load import load_model, resolve_device
+
+SUMMARY_METRICS = ("exact_match", "token_mean_acc", "prob_compare")
+
+
+def load_edits(path: Path, cases: list[dict]) -> list[RankOneEdit]:
+    saved = torch.load(path, weights_only=True)
+    if saved["case_ids"] != [c["case_id"] for c in cases]:
+        raise ValueError(f"{path}: edits do not match the cases file (rerun the rome stage)")
+    return [RankOneEdit(saved["layer"], u, v) for u, v in zip(saved["u"], saved["v"])]
+
+
+def summaries(per_case: list[dict]) -> dict:
+    return {f"{stage}/{metric}/{agg}": summarise(per_case, metric, agg, stage=stage)
+            for stage in ("pre", "post") for metric in SUMMARY_METRICS for agg in AGGREGATIONS}
+
+
+def evaluate_split(cfg: dict, edits_path: Path, out_dir: Path, method: str, edit_batch_fn=None) -> None:
+    split, hw = cfg["job"]["split"], cfg["hardware"]
+    cases = read_jsonl(stage_dir(cfg, "cases") / f"{split}.jsonl")
+    edits = load_edits(edits_path, cases)
+    lm = load_model(model_dir(cfg), cfg["model"], hw["device"], hw["dtype"])
+    device = resolve_device(hw["device"])
+    edit_arg = edit_batch_fn(lm, edits, device) if edit_batch_fn else edits
+    per_case = evaluate_cases(lm.model, lm.tokenizer, lm.arch, cases, edit_arg, hw["batch_size"], device,
+                              mode="batched", alternatives=True, max_length=cfg["eval"]["max_length"])
+    write_jsonl(out_dir / f"{split}.results.jsonl", per_case)
+    write_json(out_dir / f"{split}.summary.json", {"method": method, "model": cfg["model"]["name"],
+                                                   "split": split, "summaries": summaries(per_case)})
+    post = summarise(per_case, cfg["eval"]["metric"], cfg["eval"]["aggregation"])
+    print(f"[eval] {method} {split}: " + ", ".join(f"{k} {v:.1f}" for k, v in post["columns"].items()), flush=True)
+
+
+@stage_app("eval_rome")
+def main(cfg: dict, out_dir: Path) -> None:
+    evaluate_split(cfg, stage_dir(cfg, "rome") / f"{cfg['job']['split']}.edits.pt", out_dir, "ROME")
+
+
+if __name__ == "__main__":
+    main()
