@@ -25,6 +25,10 @@ def _req(rec: dict, field: str, typ: type, where: str) -> Any:
     return val
 
 
+def _nonempty(prompts: list) -> list[str]:
+    return [p for p in prompts if isinstance(p, str) and p.strip()]
+
+
 def pool_index(pool: list[dict], source: str) -> dict[int, dict]:
     out = {}
     for i, rec in enumerate(pool):
@@ -87,9 +91,10 @@ def join_case(rep_rec: dict, pool: dict[int, dict], patil: dict[str, list[str]],
         "relation_id": rw.get("relation_id"),
         "target_new": vals["target_new"],
         "target_true": vals["target_true"],
-        "paraphrase_prompts": list(pool[cid].get("paraphrase_prompts", [])),
-        "patil_prompts": list(patil.get(f"{prompt} {vals['target_true']}", [])),
-        "neighborhood_prompts": list(pool[cid].get("neighborhood_prompts", [])),
+        # empty strings occur in the source lists (e.g. a Patil paraphrase of case_id 60); they are not prompts
+        "paraphrase_prompts": _nonempty(pool[cid].get("paraphrase_prompts", [])),
+        "patil_prompts": _nonempty(patil.get(f"{prompt} {vals['target_true']}", [])),
+        "neighborhood_prompts": _nonempty(pool[cid].get("neighborhood_prompts", [])),
         "locality_ground_truth": vals["target_true"],
         "dataset_subject_rephrases": list(rephrases or []),
         # The split's edit wins; one REP test record (case_id 1201) asks for another new object than the pool.
