@@ -26,6 +26,7 @@ rule rome:
 
 rule eval_rome:
     input:
+        cases=lambda w: stage_dir(RUN_OF[("eval_rome", w.model, w.hash)], "cases") / f"{w.split}.jsonl",
         edits=lambda w: stage_dir(RUN_OF[("eval_rome", w.model, w.hash)], "rome") / f"{w.split}.edits.pt",
     output:
         results=f"{RESULTS}/{{model}}/eval_rome/{{hash}}/{{split}}.results.jsonl",
