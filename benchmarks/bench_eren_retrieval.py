@@ -110,7 +110,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     # faiss's OpenMP threads busy-wait; on a loaded machine 1 thread gives lower single-query latency.
-    p.add_argument("--faiss-threads", type=int, default=0, help="faiss OpenMP threads (0 = faiss default)")
+    p.add_argument("--faiss-threads", type=int, default=0,
+                   help="OpenMP threads (0 = default); faiss and torch share the OpenMP runtime, so this limits both")
     p.add_argument("--skip-retrieval", action="store_true")
     p.add_argument("--e2e", type=int, default=0, help="CounterFact-Hard edits for the end-to-end run (0 = skip)")
     p.add_argument("--reader-batch", type=int, default=16)

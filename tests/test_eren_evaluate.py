@@ -221,3 +221,13 @@ def test_recall_at_k_matches_brute_force():
     assert out["encode"]["n_statements"] == 40
     with pytest.raises(ConfigError):
         recall_at_k(HashEncoder(), statements, queries, sizes=[41])
+
+
+def test_vendored_files_load():
+    from conftest import REPO
+
+    cfh = load_counterfact_hard(REPO / "resources/data/eren/cfh_filtered.json")
+    edits, checks = load_fever(REPO / "resources/data/eren/fever_filtered.json")
+    assert len(cfh) == 1024 and len(edits) == len(checks) == 1024
+    assert sum(len(r["edit_scope"]) == 0 for r in cfh) == 8  # edits without in-scope questions
+    assert edits[0]["edit_statement"].startswith("Fox 2000 Pictures")

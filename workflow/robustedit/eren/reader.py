@@ -53,7 +53,7 @@ class StubReader:
 
 
 class ChatReader:
-    """A causal LM with its tokenizer, generating greedily in left-padded batches."""
+    """A causal LM with its tokenizer, generating greedily in left-padded, length-sorted batches."""
 
     def __init__(self, model, tokenizer, device: str | torch.device = "cpu", batch_size: int = 16,
                  use_chat_template: bool | None = None):
@@ -81,17 +81,21 @@ class ChatReader:
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], max_new_tokens: int = MAX_NEW_TOKENS) -> list[str]:
-        prompts = list(prompts)
-        outputs: list[str] = []
-        for start in range(0, len(prompts), self.batch_size):
-            texts = [self.format(p) for p in prompts[start:start + self.batch_size]]
+        texts_all = [self.format(p) for p in prompts]
+        # Batch prompts of similar length together (less padding); outputs are restored to input order.
+        order = sorted(range(len(texts_all)), key=lambda i: len(texts_all[i]))
+        outputs: list[str] = [""] * len(texts_all)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            texts = [texts_all[i] for i in idx]
             # With a chat template the text already holds any BOS the model expects.
             batch = self.tokenizer(texts, return_tensors="pt", padding=True, padding_side="left",
                                    add_special_tokens=not self.use_chat_template).to(self.device)
             gen = self.model.generate(**batch, do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
                                       pad_token_id=self.pad_id)
             new = gen[:, batch["input_ids"].shape[1]:]
-            outputs.extend(t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True))
+            for i, text in zip(idx, self.tokenizer.batch_decode(new, skip_special_tokens=True)):
+                outputs[i] = text.strip()
         return outputs
 
 
