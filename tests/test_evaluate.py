@@ -12,7 +12,7 @@ from conftest import tiny_gemma, tiny_model_cfg
 from robustedit.edits import RankOneEdit
 from robustedit.errors import RecordError
 from robustedit.evaluate import build_items, encode_item, evaluate_cases, gathered_logits, score_items, summarise
-from robustedit.evaluate.scoring import right_pad
+from robustedit.batching import right_pad
 from robustedit.models.arch import Architecture
 
 PASSAGE = ("The river rises in the northern hills and flows south through farmland and two small towns "
@@ -90,7 +90,7 @@ def test_gathered_logits_equal_full_logits(request, family, tok_name):
     arch = arch_for(family)
     seqs = [tok(t)["input_ids"] for t in ["The mother tongue of Danielle Darrieux is French",
                                           "Apple A5 was created by", PASSAGE]]
-    ids, mask = right_pad(seqs, "cpu")
+    ids, mask = right_pad(seqs, device="cpu")
     rows = torch.tensor([0, 0, 1, 2, 2, 2])
     pos = torch.tensor([0, len(seqs[0]) - 1, len(seqs[1]) - 1, 3, 10, len(seqs[2]) - 1])
     with torch.no_grad():
@@ -102,7 +102,7 @@ def test_gathered_logits_equal_full_logits(request, family, tok_name):
 def test_gathered_logits_apply_final_softcapping(gemma_tok):
     model = tiny_gemma(len(gemma_tok), seed=3)
     model.config.final_logit_softcapping = 0.05  # tiny cap: visibly changes logits of scale ~0.1
-    ids, mask = right_pad([gemma_tok("Apple A5 was created by")["input_ids"]], "cpu")
+    ids, mask = right_pad([gemma_tok("Apple A5 was created by")["input_ids"]], device="cpu")
     rows, pos = torch.tensor([0, 0]), torch.tensor([1, 4])
     with torch.no_grad():
         full = model(input_ids=ids, attention_mask=mask).logits

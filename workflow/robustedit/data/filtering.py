@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from ..batching import right_pad
 from ..tokens import target_token_ids
 
 
@@ -21,13 +22,8 @@ def teacher_forced_exact_match(model, tok, prompts: list[str], targets: list[str
             tgt = target_token_ids(tok, prompts[j], targets[j], mode="clean", where=label)
             rows.append(prompt_ids + tgt)
             spans.append((len(prompt_ids), tgt))
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.tensor(r)
-            mask[i, : len(r)] = 1
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+        ids, mask = right_pad(rows, pad, device)
+        logits = model(input_ids=ids, attention_mask=mask).logits
         for i, (p_len, tgt) in enumerate(spans):
             # position t predicts token t+1, so the target's tokens are read at p_len-1 ... p_len+len-2
             pred = logits[i, p_len - 1 : p_len - 1 + len(tgt)].argmax(-1).tolist()

@@ -22,6 +22,7 @@ from typing import Callable, ContextManager, Iterator, Sequence
 
 import torch
 
+from ..batching import right_pad
 from ..errors import ConfigError, RecordError
 from ..hooks import Captured, StopForward, run_until
 from ..tokens import target_token_ids
@@ -55,17 +56,6 @@ def encode_item(tok, prompt: str, target: str, where: str = "", max_length: int 
     if max_length is not None and len(ids) > max_length:
         raise RecordError(f"{where}prompt + target is {len(ids)} tokens, more than max_length={max_length}")
     return EncodedItem(ids, len(prompt_ids), tuple(target_ids))
-
-
-def right_pad(sequences: Sequence[Sequence[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
-    """input_ids [B, S] padded on the right with PAD_ID, and the attention mask."""
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), PAD_ID, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for i, s in enumerate(sequences):
-        ids[i, : len(s)] = torch.as_tensor(list(s), dtype=torch.long)
-        mask[i, : len(s)] = 1
-    return ids.to(device), mask.to(device)
 
 
 @contextlib.contextmanager
@@ -108,7 +98,7 @@ def gathered_logits(model, arch, input_ids: torch.Tensor, attention_mask: torch.
 
 
 def score_batch(model, arch, items: Sequence[EncodedItem], device) -> list[ItemScore]:
-    input_ids, attention_mask = right_pad([it.input_ids for it in items], device)
+    input_ids, attention_mask = right_pad([it.input_ids for it in items], PAD_ID, device)
     rows = torch.cat([torch.full((len(it.target_ids),), i, dtype=torch.long) for i, it in enumerate(items)])
     positions = torch.cat([torch.as_tensor(list(it.read_positions()), dtype=torch.long) for it in items])
     targets = torch.cat([torch.as_tensor(it.target_ids, dtype=torch.long) for it in items]).to(device)

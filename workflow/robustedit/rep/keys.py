@@ -23,6 +23,7 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn as nn
 
+from ..batching import right_pad
 from ..errors import ConfigError, RecordError
 from ..hooks import capture_input, run_until, stop_after
 
@@ -118,12 +119,7 @@ def _batches(model: nn.Module, down_proj: nn.Module, ids: Sequence[Sequence[int]
     for lo in range(0, len(ids), batch_rows):
         chunk = ids[lo:lo + batch_rows]
         lens = [len(x) for x in chunk]
-        width = max(lens)
-        input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for r, x in enumerate(chunk):  # right padding, whatever the tokenizer's padding_side
-            input_ids[r, :len(x)] = torch.tensor(x, dtype=torch.long)
-            mask[r, :len(x)] = 1
+        input_ids, mask = right_pad(chunk, pad_id)
         with torch.no_grad(), capture_input(down_proj) as cap, stop_after(down_proj):
             run_until(model, input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False)
         yield lo, cap.value.float(), lens

@@ -14,6 +14,7 @@ from typing import Sequence
 
 import torch
 
+from ..batching import right_pad
 from ..errors import ConfigError, RecordError
 from ..hooks import capture_input, capture_output, run_until, stop_after
 from ..tokens import subject_span
@@ -56,16 +57,6 @@ def templated_rows(tok, prompt: str, subject: str, templates: Sequence[str], whe
     return rows
 
 
-def pad_right(seqs: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for r, s in enumerate(seqs):
-        ids[r, : len(s)] = torch.tensor(list(s), dtype=torch.long)
-        mask[r, : len(s)] = 1
-    return ids.to(device), mask.to(device)
-
-
 def pad_id_of(tok) -> int:
     return tok.pad_token_id if tok.pad_token_id is not None else 0  # value irrelevant: pads are masked
 
@@ -80,7 +71,7 @@ def read_down_proj(model, tok, arch, layer: int, rows: Sequence[PromptRow], devi
     outs: list = [None] * len(rows)
     for lo in range(0, len(order), batch_rows):
         part = order[lo: lo + batch_rows]
-        ids, mask = pad_right([rows[i].ids for i in part], pad_id_of(tok), device)
+        ids, mask = right_pad([rows[i].ids for i in part], pad_id_of(tok), device)
         idx = torch.tensor([rows[i].index for i in part], device=device)
         ar = torch.arange(len(part), device=device)
         with capture_input(module) as cin, capture_output(module) as cout, stop_after(module):

@@ -35,10 +35,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..batching import right_pad
 from ..errors import RecordError
 from ..hooks import capture_output, edit_output, run_until, stop_after
 from ..tokens import target_token_ids
-from .compute_u import (PromptRow, last_token_in_span, pad_id_of, pad_right, read_down_proj,
+from .compute_u import (PromptRow, last_token_in_span, pad_id_of, read_down_proj,
                         templated_prompt, where_of)
 from .hparams import ROMEHyperParams
 
@@ -108,7 +109,7 @@ def build_batch(cases: Sequence[CaseRows], pad_id: int, device, dtype: torch.dty
             rows.append(row)
             case.append(b)
         kl_row.append(len(rows) - 1)
-    ids, mask = pad_right([r.ids for r in rows], pad_id, device)
+    ids, mask = right_pad([r.ids for r in rows], pad_id, device)
     t = lambda xs, dt=torch.long: torch.tensor(xs, dtype=dt, device=device)  # noqa: E731
     lr, lp, li, lc, lw = zip(*lab)
     every = t(list(range(len(cases))))

@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..batching import right_pad
 from ..errors import ConfigError
 from ..hooks import capture_input, run_until, stop_after
 
@@ -119,13 +120,8 @@ def prepends_bos(tok) -> bool:
 
 def _key_rows(model, down_proj, ids_list, include_bos, bos_id, pad_id, device) -> torch.Tensor:
     """Down_proj inputs of all real (non-pad, optionally non-BOS) tokens of a right-padded batch."""
-    width = max(len(x) for x in ids_list)
-    ids = torch.full((len(ids_list), width), pad_id, dtype=torch.long)
-    keep = torch.zeros((len(ids_list), width), dtype=torch.bool)
-    for r, x in enumerate(ids_list):
-        ids[r, : len(x)] = torch.tensor(x, dtype=torch.long)
-        keep[r, : len(x)] = True
-    attention = keep.long()
+    ids, attention = right_pad(ids_list, pad_id)
+    keep = attention.bool()
     if not include_bos and bos_id is not None:
         keep[:, 0] &= ids[:, 0] != bos_id  # the auto-prepended BOS sits at position 0
     with capture_input(down_proj) as cap, stop_after(down_proj):

@@ -1,0 +1,23 @@
+"""Right padding built by the library, whatever the tokenizer's padding_side.
+
+ROME-family code reads positions counted from the left (subject-last index, target span), so every
+batch is right-padded here rather than by the tokenizer.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+
+def right_pad(sequences: Sequence[Sequence[int]], pad_id: int = 0,
+              device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """input_ids [B, S] padded on the right with `pad_id` (any valid id: pads are masked) and the
+    attention mask [B, S] (1 on real tokens)."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for r, s in enumerate(sequences):
+        ids[r, : len(s)] = torch.as_tensor(list(s), dtype=torch.long)
+        mask[r, : len(s)] = 1
+    return ids.to(device), mask.to(device)
