@@ -12,6 +12,12 @@ from robustedit.stages import STAGES  # noqa: E402
 configfile: "conf/pipeline.yaml"
 validate_snakemake_config(config, "../conf/pipeline.schema.yaml")
 
+# A model-loading job takes every core it is given (torch threads = Snakemake threads), so on a
+# small machine such jobs run one after another instead of oversubscribing the CPU.
+try:
+    MODEL_THREADS = workflow.cores
+except Exception:  # commands without --cores (e.g. --cleanup-metadata) plan no jobs
+    MODEL_THREADS = 1
 PY = sys.executable  # the interpreter running Snakemake (the project's venv), passed as params.py
 COMMON_OVERRIDES = shlex.split(config.get("overrides") or "")
 RUNS = [shlex.split(r) + COMMON_OVERRIDES for r in config["runs"]]

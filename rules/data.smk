@@ -13,6 +13,7 @@ rule cases:
         overrides=overrides_for("cases"),
     conda:
         "../env.yaml"
+    threads: MODEL_THREADS
     log:
         f"{RESULTS}/{{model}}/cases/{{hash}}/logs/{{split}}.log",
     benchmark:
@@ -21,4 +22,4 @@ rule cases:
         mem_mb=4000,
         gpus=gpus,
     shell:
-        "{params.py} scripts/build_cases.py {params.overrides} job.split={wildcards.split} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py} scripts/build_cases.py {params.overrides} job.split={wildcards.split} > {log} 2>&1"

@@ -6,9 +6,11 @@ rule prepare_model:
         source=f"{MODELS}/{{model}}/SOURCE.json",
     params:
         py=PY,
-        overrides=lambda w: " ".join(shlex.quote(o) for o in MODEL_CFGS[w.model][0]),
+        # only the model group: a hardware or data override must not re-convert (and so re-run) everything
+        overrides=lambda w: shlex.quote(f"model={w.model}"),
     conda:
         "../env.yaml"
+    threads: MODEL_THREADS
     log:
         f"{RESULTS}/logs/prepare_model/{{model}}.log",
     benchmark:
@@ -16,7 +18,7 @@ rule prepare_model:
     resources:
         mem_mb=4000,
     shell:
-        "{params.py} scripts/prepare_model.py {params.overrides} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py} scripts/prepare_model.py {params.overrides} > {log} 2>&1"
 
 
 rule prepare_models:

@@ -13,6 +13,7 @@ rule rome:
         overrides=overrides_for("rome"),
     conda:
         "../env.yaml"
+    threads: MODEL_THREADS
     log:
         f"{RESULTS}/{{model}}/rome/{{hash}}/logs/{{split}}.log",
     benchmark:
@@ -21,7 +22,7 @@ rule rome:
         mem_mb=6000,
         gpus=gpus,
     shell:
-        "{params.py} scripts/rome_edits.py {params.overrides} job.split={wildcards.split} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py} scripts/rome_edits.py {params.overrides} job.split={wildcards.split} > {log} 2>&1"
 
 
 rule eval_rome:
@@ -36,6 +37,7 @@ rule eval_rome:
         overrides=overrides_for("eval_rome"),
     conda:
         "../env.yaml"
+    threads: MODEL_THREADS
     log:
         f"{RESULTS}/{{model}}/eval_rome/{{hash}}/logs/{{split}}.log",
     benchmark:
@@ -44,7 +46,7 @@ rule eval_rome:
         mem_mb=6000,
         gpus=gpus,
     shell:
-        "{params.py} scripts/evaluate_edits.py {params.overrides} job.split={wildcards.split} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py} scripts/evaluate_edits.py {params.overrides} job.split={wildcards.split} > {log} 2>&1"
 
 
 rule table1:

@@ -11,6 +11,7 @@ rule stats:
         overrides=overrides_for("stats"),
     conda:
         "../env.yaml"
+    threads: MODEL_THREADS
     log:
         f"{RESULTS}/{{model}}/stats/{{hash}}/logs/stats.log",
     benchmark:
@@ -19,7 +20,7 @@ rule stats:
         mem_mb=6000,
         gpus=gpus,
     shell:
-        "{params.py} scripts/compute_stats.py {params.overrides} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py} scripts/compute_stats.py {params.overrides} > {log} 2>&1"
 
 
 rule templates:
@@ -32,6 +33,7 @@ rule templates:
         overrides=overrides_for("templates"),
     conda:
         "../env.yaml"
+    threads: MODEL_THREADS
     log:
         f"{RESULTS}/{{model}}/templates/{{hash}}/logs/templates.log",
     benchmark:
@@ -40,4 +42,4 @@ rule templates:
         mem_mb=4000,
         gpus=gpus,
     shell:
-        "{params.py} scripts/make_templates.py {params.overrides} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py} scripts/make_templates.py {params.overrides} > {log} 2>&1"

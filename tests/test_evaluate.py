@@ -20,10 +20,9 @@ PASSAGE = ("The river rises in the northern hills and flows south through farmla
 
 
 def make_case(case_id=0, subject="Danielle Darrieux", template="The mother tongue of {} is",
-              new="English", true="French", eval_ood=True):
-    long_context = {"eval": PASSAGE, "held": ["Unused training passage."]}
-    if eval_ood:
-        long_context["eval_ood"] = "A second passage about trains, weather and the price of bread in winter."
+              new="English", true="French", n_held=2):
+    held = ["A held passage about trains, weather and the price of bread in winter.", "Another held passage."]
+    long_context = {"eval": PASSAGE, "held": held[:n_held]}
     return {
         "case_id": case_id, "split": "valid", "subject": subject, "prompt": template.format(subject),
         "prompt_template": template, "relation_id": "P103", "target_new": new, "target_true": true,
@@ -39,7 +38,7 @@ def make_case(case_id=0, subject="Danielle Darrieux", template="The mother tongu
 
 CASES = [
     make_case(0),
-    make_case(1, "Toko Yasuda", "{}, a native speaker of", "Russian", "Japanese", eval_ood=False),
+    make_case(1, "Toko Yasuda", "{}, a native speaker of", "Russian", "Japanese", n_held=1),
     make_case(2, "Apple A5", "{} was created by", "Google", "Apple"),
 ]
 
@@ -62,14 +61,19 @@ def test_build_items_groups_and_first_occurrence_replacement():
     items = build_items(case)
     groups = [it.group for it in items]
     assert groups.count("success") == 1 and groups.count("locality") == 2 and groups.count("patil") == 2
-    assert groups.count("rephrase_id") == 2 and groups.count("rephrase_ood") == 1 and groups.count("long_ood") == 1
+    assert groups.count("rephrase_id") == 2 and groups.count("rephrase_ood") == 1
+    assert groups.count("long_id") == 2 and groups.count("long_ood") == 1
     reph = [it for it in items if it.group == "rephrase_id"][0]
     assert reph.prompt == "the actress Paris is the capital; Paris lies on the river"  # first occurrence only
-    assert [it.prompt for it in items if it.group == "long_id"] == [PASSAGE + " " + case["prompt"]]
+    held = case["long_context"]["held"]
+    assert [it.prompt for it in items if it.group == "long_id"] == [h + " " + case["prompt"] for h in held]
+    assert [it.prompt for it in items if it.group == "long_ood"] == [PASSAGE + " " + case["prompt"]]
     loc = [it for it in items if it.group == "locality"][0]
     assert (loc.target, loc.alternative) == ("French", "English")
-    assert all("Unused" not in it.prompt for it in items)  # held passages are REP's training text
-    assert "long_ood" not in [it.group for it in build_items(make_case(eval_ood=False))]
+    bad = make_case(case_id=9)
+    bad["long_context"]["held"] = "not a list"
+    with pytest.raises(RecordError, match="case_id 9: long_context.held"):
+        build_items(bad)
 
 
 def test_subject_missing_from_prompt_names_the_case():
@@ -187,17 +191,15 @@ def test_item_metrics_and_summary_match_their_definitions(llama_tok, tiny_llama_
             assert it["pre"]["locality_agreement@1"] == 1.0
     table = summarise(res, "token_mean_acc", "micro")
     assert table["metric"] == "token_mean_acc@1" and table["locality_metric"] == "locality_agreement@1"
-    assert "long_ood" in table["columns"] and table["n_items"]["long_ood"] == 2  # case 1 has no eval_ood
+    assert table["n_items"]["long_id"] == 5 and table["n_items"]["long_ood"] == 3  # case 1 holds one passage
+    assert "shuffle_ood" not in table["columns"] and table["n_items"]["shuffle_ood"] == 0  # no case has one
     values = [it["token_mean_acc@1"] for c in res for it in c["items"] if it["group"] == "patil"]
     assert table["columns"]["patil"] == pytest.approx(100 * sum(values) / len(values))
     loc = [[it["locality_agreement@1"] for it in c["items"] if it["group"] == "locality"] for c in res]
     cm = summarise(res, "token_mean_acc", "case_mean")["columns"]["locality"]
     assert cm == pytest.approx(100 * sum(sum(v) / len(v) for v in loc) / len(loc))
-    no_ood = [make_case(i, eval_ood=False) for i in range(2)]
-    res2 = evaluate_cases(tiny_llama_model, llama_tok, arch, no_ood, None, batch_size=8, device="cpu",
+    res2 = evaluate_cases(tiny_llama_model, llama_tok, arch, CASES[:1], None, batch_size=8, device="cpu",
                           alternatives=False)
-    t2 = summarise(res2, "exact_match", "micro")
-    assert "long_ood" not in t2["columns"] and t2["n_items"]["long_ood"] == 0
     with pytest.raises(RecordError, match="prob_compare"):
         summarise(res2, "prob_compare")
 

@@ -10,10 +10,13 @@ probability comparison weighs it against. Groups (they are also the summary tabl
     rephrase_ood  the same with the out-of-domain rephrases
     shuffle_id    prompt with the subject replaced by each in-domain shuffled subject -> target_new
     shuffle_ood   the same with the out-of-domain shuffles
-    long_id       long_context["eval"] + " " + prompt -> target_new
-    long_ood      long_context["eval_ood"] + " " + prompt -> target_new, only when the record has a
-                  second unseen passage. long_context["held"] passages are NOT evaluated: they are
-                  REP's training passages, so they are neither in- nor out-of-domain test text.
+    long_id       each long_context["held"] passage + " " + prompt -> target_new. The held passages
+                  are the ones REP trains on (when its long-context augmentation is on), so they
+                  are in-domain exactly as the first half of the rephrases is; the reference
+                  reports the same items as `long_context_held`.
+    long_ood      long_context["eval"] + " " + prompt -> target_new: a passage no method sees
+                  before evaluation. This is the REP paper's "Long" column (`long_acc`): the
+                  reference's long-context augmentation is a no-op, so its "Long" was unseen text.
     paraphrase    each paraphrase prompt -> target_new
     patil         each Patil et al. paraphrased prompt -> target_new
 
@@ -75,11 +78,8 @@ def build_items(case: dict) -> list[Item]:
     def swapped(group: str, subjects: list[str]) -> list[Item]:
         return [Item(group, replace_subject(prompt, subject, s, where), new, true) for s in subjects]
 
-    def with_context(group: str, key: str) -> list[Item]:
-        passage = long_ctx[key]
-        if not isinstance(passage, str) or not passage.strip():
-            raise RecordError(f"{where}long_context.{key} must be a non-empty string")
-        return [Item(group, passage + " " + prompt, new, true)]
+    def with_context(group: str, passages: list[str]) -> list[Item]:
+        return [Item(group, passage + " " + prompt, new, true) for passage in passages]
 
     items = [Item("success", prompt, new, true)]
     locality_target = _field(case, "locality_ground_truth", where, str)
@@ -90,13 +90,12 @@ def build_items(case: dict) -> list[Item]:
             raise RecordError(f"{where}subject_rephrases and shuffled_subjects need an {split!r} list")
     items += swapped("rephrase_id", _strings(rephrases["id"], where, "subject_rephrases.id"))
     items += swapped("shuffle_id", _strings(shuffles["id"], where, "shuffled_subjects.id"))
-    if "eval" not in long_ctx:
-        raise RecordError(f"{where}long_context needs an 'eval' passage")
-    items += with_context("long_id", "eval")
+    if not isinstance(long_ctx.get("eval"), str) or not long_ctx["eval"].strip():
+        raise RecordError(f"{where}long_context.eval must be a non-empty string")
+    items += with_context("long_id", _strings(long_ctx.get("held"), where, "long_context.held"))
     items += swapped("rephrase_ood", _strings(rephrases["ood"], where, "subject_rephrases.ood"))
     items += swapped("shuffle_ood", _strings(shuffles["ood"], where, "shuffled_subjects.ood"))
-    if "eval_ood" in long_ctx:  # optional: a second unseen passage (see the module docstring)
-        items += with_context("long_ood", "eval_ood")
+    items += with_context("long_ood", [long_ctx["eval"]])
     items += [Item("paraphrase", p, new, true) for p in _strings(case["paraphrase_prompts"], where, "paraphrase_prompts")]
     items += [Item("patil", p, new, true) for p in _strings(case["patil_prompts"], where, "patil_prompts")]
     return items

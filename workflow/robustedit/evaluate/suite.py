@@ -88,8 +88,8 @@ def evaluate_cases(model, tok, arch, cases: Sequence[dict], edits, batch_size: i
 
     edits: an EditBatch, a list with one RankOneEdit (or None) per case, or None for no edits.
     pre_from: the result of an earlier call on the same cases, to reuse its pre-edit scores.
-    Groups are those of `build_items` (long_id reads long_context["eval"]; long_ood reads
-    long_context["eval_ood"] and exists only for records that have it; "held" passages are not scored).
+    Groups are those of `build_items` (long_id: the held passages REP may train on; long_ood: the
+    unseen "eval" passage, the REP paper's "Long").
     """
     if mode not in MODES:
         raise ConfigError(f"unknown evaluation mode {mode!r}; use one of {MODES}")
@@ -152,7 +152,7 @@ def summarise(per_case: Sequence[dict], metric: str = "exact_match", aggregation
               locality_metric: str = "locality_agreement", stage: str = "post") -> dict:
     """Percentages per table column (= item group). The locality column uses `locality_metric`
     (agreement with the unedited model, as REP and EasyEdit), every other column `metric`. A column
-    without items in any case (e.g. long_ood when no record has long_context.eval_ood) is omitted."""
+    without items in any case (e.g. shuffle_ood when every subject is one token) is omitted."""
     if stage not in STAGES:
         raise ConfigError(f"unknown stage {stage!r}; use one of {STAGES}")
     main_key, loc_key = get_metric(metric).key, get_metric(locality_metric).key
