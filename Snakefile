@@ -11,6 +11,7 @@ include: "rules/models.smk"
 include: "rules/data.smk"
 include: "rules/stats.smk"
 include: "rules/rome.smk"
+include: "rules/rep.smk"
 
 
 rule all:
@@ -18,4 +19,6 @@ rule all:
     input:
         [stage_dir(c, "cases") / f"{s}.jsonl" for c in CFGS for s in c["data"]["splits"]],
         [stage_dir(c, "eval_rome") / f"{s}.summary.json" for c in CFGS for s in c["data"]["splits"]],
+        [stage_dir(c, "eval_rep") / f"{s}.summary.json" for c in CFGS for s in c["data"]["splits"]],
         f"{RESULTS}/tables/table1.csv",
+        f"{RESULTS}/tables/gate_threshold.csv",

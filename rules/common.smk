@@ -35,6 +35,21 @@ for _ovr, _cfg in zip(RUNS, CFGS):
         OVERRIDES[_key], RUN_OF[_key] = _ovr, _cfg
 MODEL_CFGS = {c["model"]["name"]: (r, c) for r, c in zip(RUNS, CFGS)}
 
+# Evaluation stages whose <report_split>.summary.json become rows of Table 1.
+TABLE1_STAGES = ["eval_rome", "eval_rep"]
+
+# The gate-threshold ablation: each run again with every rep.sweep_thresholds value. Only eval_rep
+# reads the threshold, so these configs share every other stage directory with their run.
+SWEEP_CFGS = []  # (run config, threshold, config with that threshold)
+for _ovr, _cfg in zip(RUNS, CFGS):
+    for _t in _cfg["rep"]["sweep_thresholds"]:
+        _sovr = _ovr + [f"rep.gate_threshold={_t}"]
+        _scfg = compose(_sovr)
+        SWEEP_CFGS.append((_cfg, _t, _scfg))
+        _key = ("eval_rep", _scfg["model"]["name"], stage_hash(_scfg, "eval_rep"))
+        OVERRIDES.setdefault(_key, _sovr)
+        RUN_OF.setdefault(_key, _scfg)
+
 
 def gpus(wildcards):
     """GPU count for model-loading rules (hardware.gpus of the run that named this model)."""

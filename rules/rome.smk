@@ -51,7 +51,9 @@ rule eval_rome:
 
 rule table1:
     input:
-        summaries=[stage_dir(c, "eval_rome") / f"{c['eval']['report_split']}.summary.json" for c in CFGS],
+        # row order: per run, the unedited model and ROME, then ROME+REP (EREN rows join here)
+        summaries=[stage_dir(c, stage) / f"{c['eval']['report_split']}.summary.json"
+                   for c in CFGS for stage in TABLE1_STAGES],
     output:
         csv=f"{RESULTS}/tables/table1.csv",
         md=f"{RESULTS}/tables/table1.md",

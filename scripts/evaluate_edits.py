@@ -32,7 +32,10 @@ def summaries(per_case: list[dict]) -> dict:
             for stage in ("pre", "post") for metric in SUMMARY_METRICS for agg in AGGREGATIONS}
 
 
-def evaluate_split(cfg: dict, edits_path: Path, out_dir: Path, method: str, edit_batch_fn=None) -> None:
+def evaluate_split(cfg: dict, edits_path: Path, out_dir: Path, method: str, edit_batch_fn=None,
+                   pre_from: Path | None = None, include_unedited: bool = True) -> None:
+    """Evaluate one split; `edit_batch_fn(lm, edits, device)` wraps the ROME edits (e.g. with REP
+    adaptors); `pre_from` is an earlier results.jsonl of the same cases whose unedited scores are reused."""
     split, hw = cfg["job"]["split"], cfg["hardware"]
     cases = read_jsonl(stage_dir(cfg, "cases") / f"{split}.jsonl")
     edits = load_edits(edits_path, cases)
@@ -40,10 +43,12 @@ def evaluate_split(cfg: dict, edits_path: Path, out_dir: Path, method: str, edit
     device = resolve_device(hw["device"])
     edit_arg = edit_batch_fn(lm, edits, device) if edit_batch_fn else edits
     per_case = evaluate_cases(lm.model, lm.tokenizer, lm.arch, cases, edit_arg, hw["batch_size"], device,
-                              mode="batched", alternatives=True, max_length=cfg["eval"]["max_length"])
+                              mode="batched", alternatives=True, max_length=cfg["eval"]["max_length"],
+                              pre_from=read_jsonl(pre_from) if pre_from else None)
     write_jsonl(out_dir / f"{split}.results.jsonl", per_case)
     write_json(out_dir / f"{split}.summary.json", {"method": method, "model": cfg["model"]["name"],
-                                                   "split": split, "summaries": summaries(per_case)})
+                                                   "split": split, "include_unedited": include_unedited,
+                                                   "summaries": summaries(per_case)})
     post = summarise(per_case, cfg["eval"]["metric"], cfg["eval"]["aggregation"])
     print(f"[eval] {method} {split}: " + ", ".join(f"{k} {v:.1f}" for k, v in post["columns"].items()), flush=True)
 

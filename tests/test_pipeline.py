@@ -83,3 +83,44 @@ def test_gemma_cases_land_in_their_own_directory(tmp_path):
     assert {"subject_rephrases", "shuffled_subjects", "long_context", "neighborhood_prompts"} <= set(case)
     saved = json.loads(gem[0].with_name("stage_config.json").read_text())
     assert saved["keys"]["model.name"] == "gemma3-270m" and gem[0].parent.name == saved["hash"]
+
+
+STAGE_ORDER = ["cases", "stats", "templates", "rome", "eval_rome", "rep", "eval_rep", "tables", "figures"]
+
+
+def planned_outputs(tmp_path, *config):
+    """(rule, [outputs]) of every job a dry run plans."""
+    res = run(SNAKEMAKE + ["-n", "--cores", "2", "--config", f"overrides=paths.results={tmp_path}/results", *config])
+    assert res.returncode == 0, res.stderr + res.stdout
+    jobs, rule = [], None
+    for line in res.stdout.splitlines():
+        if line.startswith("rule "):
+            rule = line.split()[1].rstrip(":")
+        elif line.strip().startswith("output:") and rule:
+            jobs.append((rule, [p.strip() for p in line.split(":", 1)[1].split(",")]))
+    return jobs
+
+
+def test_changing_only_the_gate_threshold_reruns_only_evaluation(tmp_path):
+    """Fake a finished default run (every output present, older stages older), then ask for another
+    threshold: only eval_rep jobs and the tables that gather them may be planned."""
+    import os
+
+    model_dir("smollm2-135m")
+    base = 1 + max(p.stat().st_mtime for p in [REPO / "resources/models/smollm2-135m/SOURCE.json",
+                                                REPO / "resources/data/MANIFEST.json"])
+    jobs = planned_outputs(tmp_path)
+    assert {"cases", "stats", "templates", "rome", "eval_rome", "rep", "eval_rep"} <= {r for r, _ in jobs}
+    for rule, outs in jobs:
+        rank = next(i for i, s in enumerate(STAGE_ORDER) if f"/{s}/" in outs[0] or f"/{s}" in outs[0])
+        for out in outs:
+            path = REPO / out if not out.startswith("/") else __import__("pathlib").Path(out)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("")
+            os.utime(path, (base + rank,) * 2)
+    assert planned_outputs(tmp_path) == []  # the fake run is complete
+    rerun = planned_outputs(tmp_path, "runs=[\"model=smollm2-135m rep.gate_threshold=0.42\"]")
+    assert rerun and {r for r, _ in rerun} <= {"eval_rep", "table1", "gate_threshold"}
+    assert {r for r, _ in rerun} >= {"eval_rep", "table1"}
+    new_eval = [o for r, outs in rerun if r == "eval_rep" for o in outs]
+    assert len(new_eval) == 4  # results + summary for the valid and test splits at threshold 0.42

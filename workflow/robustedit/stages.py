@@ -39,6 +39,12 @@ STAGES: dict[str, Stage] = {
                    "rome.target_mode"), ("cases", "stats", "templates")),
     # teacher-forced evaluation of the ROME edits (and of the unedited model)
     "eval_rome": Stage(("eval.max_length",), ("rome",)),
+    # one REP adaptor per case, trained on ROME's u (key_batch_rows is speed only and not hashed)
+    "rep": Stage(("rep.adaptor",) + tuple(f"rep.train.{k}" for k in (
+        "steps", "lr", "gate_lr", "batch_size", "agg_weight", "consistency_weight", "gate_loss_weight",
+        "gate_max_negatives", "long_context_aug", "compat_long_noop", "compat_batch_restart")), ("rome",)),
+    # ROME+REP evaluation; the gate threshold is read only here, so a threshold sweep reruns only this
+    "eval_rep": Stage(("eval.max_length", "rep.gate_threshold"), ("rep",)),
 }
 
 

@@ -1,0 +1,72 @@
+# REP adaptors per case, ROME+REP evaluation, and the gate-threshold ablation (paper Figure 7).
+
+rule rep:
+    input:
+        cases=lambda w: stage_dir(RUN_OF[("rep", w.model, w.hash)], "cases") / f"{w.split}.jsonl",
+        templates=lambda w: stage_dir(RUN_OF[("rep", w.model, w.hash)], "templates") / "templates.json",
+        edits=lambda w: stage_dir(RUN_OF[("rep", w.model, w.hash)], "rome") / f"{w.split}.edits.pt",
+    output:
+        adaptors=f"{RESULTS}/{{model}}/rep/{{hash}}/{{split}}.adaptors.pt",
+        logs=f"{RESULTS}/{{model}}/rep/{{hash}}/{{split}}.rep.jsonl",
+    params:
+        py=PY,
+        overrides=overrides_for("rep"),
+    conda:
+        "../env.yaml"
+    threads: MODEL_THREADS
+    log:
+        f"{RESULTS}/{{model}}/rep/{{hash}}/logs/{{split}}.log",
+    benchmark:
+        f"{RESULTS}/{{model}}/rep/{{hash}}/benchmarks/{{split}}.tsv"
+    resources:
+        mem_mb=6000,
+        gpus=gpus,
+    shell:
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py} scripts/rep_train.py {params.overrides} job.split={wildcards.split} > {log} 2>&1"
+
+
+rule eval_rep:
+    input:
+        cases=lambda w: stage_dir(RUN_OF[("eval_rep", w.model, w.hash)], "cases") / f"{w.split}.jsonl",
+        edits=lambda w: stage_dir(RUN_OF[("eval_rep", w.model, w.hash)], "rome") / f"{w.split}.edits.pt",
+        adaptors=lambda w: stage_dir(RUN_OF[("eval_rep", w.model, w.hash)], "rep") / f"{w.split}.adaptors.pt",
+        unedited=lambda w: stage_dir(RUN_OF[("eval_rep", w.model, w.hash)], "eval_rome") / f"{w.split}.results.jsonl",
+    output:
+        results=f"{RESULTS}/{{model}}/eval_rep/{{hash}}/{{split}}.results.jsonl",
+        summary=f"{RESULTS}/{{model}}/eval_rep/{{hash}}/{{split}}.summary.json",
+    params:
+        py=PY,
+        overrides=overrides_for("eval_rep"),
+    conda:
+        "../env.yaml"
+    threads: MODEL_THREADS
+    log:
+        f"{RESULTS}/{{model}}/eval_rep/{{hash}}/logs/{{split}}.log",
+    benchmark:
+        f"{RESULTS}/{{model}}/eval_rep/{{hash}}/benchmarks/{{split}}.tsv"
+    resources:
+        mem_mb=6000,
+        gpus=gpus,
+    shell:
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py} scripts/evaluate_rep.py {params.overrides} job.split={wildcards.split} > {log} 2>&1"
+
+
+rule gate_threshold:
+    input:
+        summaries=[stage_dir(s, "eval_rep") / f"{split}.summary.json"
+                   for _, _, s in SWEEP_CFGS for split in s["data"]["splits"]],
+    output:
+        csv=f"{RESULTS}/tables/gate_threshold.csv",
+        figure=f"{RESULTS}/figures/gate_threshold.png",
+    params:
+        py=PY,
+        thresholds=[t for _, t, s in SWEEP_CFGS for split in s["data"]["splits"]],  # one per summary
+    conda:
+        "../env.yaml"
+    log:
+        f"{RESULTS}/logs/gate_threshold.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/gate_threshold.tsv"
+    shell:
+        "{params.py} scripts/make_gate_table.py --out-csv {output.csv} --out-png {output.figure}"
+        " --thresholds {params.thresholds} --summaries {input.summaries} > {log} 2>&1"
