@@ -54,13 +54,13 @@ rule eval_rep:
 rule gate_threshold:
     input:
         summaries=[stage_dir(s, "eval_rep") / f"{split}.summary.json"
-                   for _, _, s in SWEEP_CFGS for split in s["data"]["splits"]],
+                   for _, _, s in SWEEP_CFGS for split in s["rep"]["sweep_splits"]],
     output:
         csv=f"{RESULTS}/tables/gate_threshold.csv",
         figure=f"{RESULTS}/figures/gate_threshold.png",
     params:
         py=PY,
-        thresholds=[t for _, t, s in SWEEP_CFGS for split in s["data"]["splits"]],  # one per summary
+        thresholds=[t for _, t, s in SWEEP_CFGS for split in s["rep"]["sweep_splits"]],  # one per summary
     conda:
         "../env.yaml"
     log:
