@@ -35,7 +35,9 @@ def rep_edit_batch_fn(cfg: dict, adaptors_path: Path):
 @stage_app("eval_rep")
 def main(cfg: dict, out_dir: Path) -> None:
     split = cfg["job"]["split"]
-    evaluate_split(cfg, stage_dir(cfg, "rome") / f"{split}.edits.pt", out_dir, "ROME+REP",
+    name = cfg["rep"]["name"]
+    method = "ROME+REP" if name == "default" else f"ROME+REP ({name})"
+    evaluate_split(cfg, stage_dir(cfg, "rome") / f"{split}.edits.pt", out_dir, method,
                    edit_batch_fn=rep_edit_batch_fn(cfg, stage_dir(cfg, "rep") / f"{split}.adaptors.pt"),
                    pre_from=stage_dir(cfg, "eval_rome") / f"{split}.results.jsonl", include_unedited=False)
 

@@ -3,7 +3,7 @@
     python scripts/make_gate_table.py --out-csv results/tables/gate_threshold.csv \
         --out-png results/figures/gate_threshold.png --thresholds 0.5 0.9 --summaries a.json b.json
 One threshold per summary (eval_rep summaries of the same model and split differ only in the threshold).
-Writes one CSV row per (model, split, threshold) and one plot panel per (model, split).
+Writes one CSV row per (model, method, split, threshold) and one plot panel per (model, method, split).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from robustedit.io import atomic_path, read_json  # noqa: E402
 
 METRIC_COLUMNS = ["success", "locality", "rephrase_id", "shuffle_id", "long_id", "rephrase_ood", "shuffle_ood",
                   "long_ood"]
-COLUMNS = ["model", "split", "threshold", "n_cases"] + METRIC_COLUMNS + ["metric", "aggregation"]
+COLUMNS = ["model", "method", "split", "threshold", "n_cases"] + METRIC_COLUMNS + ["metric", "aggregation"]
 
 
 def gate_rows(summaries: list[dict], thresholds: list[float], metric: str, aggregation: str) -> list[dict]:
@@ -26,10 +26,11 @@ def gate_rows(summaries: list[dict], thresholds: list[float], metric: str, aggre
     rows = {}
     for summary, t in zip(summaries, thresholds):
         s = summary["summaries"][f"post/{metric}/{aggregation}"]
-        row = {"model": summary["model"], "split": summary["split"], "threshold": float(t), "n_cases": s["n_cases"],
+        row = {"model": summary["model"], "method": summary["method"], "split": summary["split"],
+               "threshold": float(t), "n_cases": s["n_cases"],
                "metric": f"{s['metric']}+{s['locality_metric']}", "aggregation": aggregation}
         row.update({c: s["columns"].get(c) for c in METRIC_COLUMNS})
-        rows[(row["model"], row["split"], row["threshold"])] = row  # a repeated threshold is one row
+        rows[(row["model"], row["method"], row["split"], row["threshold"])] = row  # repeated threshold: one row
     return [rows[k] for k in sorted(rows)]
 
 
@@ -47,15 +48,15 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
-    panels = sorted({(r["model"], r["split"]) for r in rows})
+    panels = sorted({(r["model"], r["method"], r["split"]) for r in rows})
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
-    for ax, (model, split) in zip(axes[0], panels):
-        sel = [r for r in rows if (r["model"], r["split"]) == (model, split)]
+    for ax, (model, method, split) in zip(axes[0], panels):
+        sel = [r for r in rows if (r["model"], r["method"], r["split"]) == (model, method, split)]
         for col in METRIC_COLUMNS:
             pts = [(r["threshold"], r[col]) for r in sel if r[col] is not None]
             if pts:
                 ax.plot(*zip(*pts), marker="o", label=col)
-        ax.set(title=f"ROME+REP, {model}, {split}", xlabel="gate threshold", ylabel="%", ylim=(0, 100))
+        ax.set(title=f"{method}, {model}, {split}", xlabel="gate threshold", ylabel="%", ylim=(0, 100))
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
