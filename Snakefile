@@ -6,6 +6,9 @@
 # `overrides` is applied to every run; each run's stage outputs live under
 # results/<model>/<stage>/<hash>/ where <hash> covers exactly the config keys the stage reads.
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/models.smk"
 include: "rules/data.smk"

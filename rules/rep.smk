@@ -56,8 +56,9 @@ rule gate_threshold:
         summaries=[stage_dir(s, "eval_rep") / f"{split}.summary.json"
                    for _, _, s in SWEEP_CFGS for split in s["rep"]["sweep_splits"]],
     output:
-        csv=f"{RESULTS}/tables/gate_threshold.csv",
-        figure=f"{RESULTS}/figures/gate_threshold.png",
+        csv=report(f"{RESULTS}/tables/gate_threshold.csv", caption="../report/gate_threshold.rst", category="Tables"),
+        figure=report(f"{RESULTS}/figures/gate_threshold.png", caption="../report/gate_threshold.rst",
+                      category="Figures"),
     params:
         py=PY,
         thresholds=[t for _, t, s in SWEEP_CFGS for split in s["rep"]["sweep_splits"]],  # one per summary

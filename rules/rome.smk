@@ -55,7 +55,7 @@ rule table1:
         summaries=[stage_dir(c, stage) / f"{c['eval']['report_split']}.summary.json"
                    for c in CFGS for stage in TABLE1_STAGES],
     output:
-        csv=f"{RESULTS}/tables/table1.csv",
+        csv=report(f"{RESULTS}/tables/table1.csv", caption="../report/table1.rst", category="Tables"),
         md=f"{RESULTS}/tables/table1.md",
     params:
         py=PY,
