@@ -4,7 +4,8 @@ Quick CounterFact robustness records are made from the REP valid split: subject-
 ID/OOD, up to 3 made-up shuffles (word/character swaps), two 300-word WikiText passages (eval and
 eval_ood), paraphrase = the first 2 rephrase prompts, Patil = the rest but the last (the prompt itself).
 Edits are random rank-one (u, v). The script checks that both paths give identical argmax-based
-metrics, then prints items/s, cases/s and the speed ratio.
+metrics, then prints items/s, cases/s and the speed ratios (sequential, batched, and batched without
+packing an item and its alternative into one row).
 
     .venv/bin/python benchmarks/bench_eval.py --n-cases 16 --batch-size 32
 """
@@ -108,13 +109,14 @@ def main() -> None:
     before = {k: v.clone() for k, v in lm.model.state_dict().items()}
     seq, *t_seq = timed(lambda: evaluate_cases(**run, mode="sequential", pre_from=pre_run))
     bat, *t_bat = timed(lambda: evaluate_cases(**run, mode="batched", pre_from=pre_run))
+    unpacked, *t_unp = timed(lambda: evaluate_cases(**run, mode="batched", pre_from=pre_run, pack=False))
     weights_same = all(torch.equal(before[k], v) for k, v in lm.model.state_dict().items())
 
     n_items = sum(len(c["items"]) for c in seq)
     n_rows = 2 * n_items  # every item is scored for its target and its alternative
     n_tokens = sum(len(it["target_ids"]) + len(it["alt_target_ids"]) for c in seq for it in c["items"])
-    mismatches = [(c["case_id"], it["group"], f) for c, d in zip(seq, bat) for it, jt in zip(c["items"], d["items"])
-                  for f in EXACT_FIELDS if it[f] != jt[f]]
+    mismatches = [(c["case_id"], it["group"], f) for other in (bat, unpacked) for c, d in zip(seq, other)
+                  for it, jt in zip(c["items"], d["items"]) for f in EXACT_FIELDS if it[f] != jt[f]]
     lp_diff = max(abs(a - b) for c, d in zip(seq, bat) for it, jt in zip(c["items"], d["items"])
                   for a, b in zip(it["token_logprobs"], jt["token_logprobs"]))
     changed = sum(it["argmax_ids"] != it["pre"]["argmax_ids"] for c in bat for it in c["items"])
@@ -126,10 +128,13 @@ def main() -> None:
     print(f"items whose argmax changed under the edit: {changed}/{n_items}")
     print(f"identical argmax-based metrics: {not mismatches} ({len(mismatches)} mismatching fields); "
           f"summary tables equal: {tables_equal}; max |Δ log-prob| {lp_diff:.2e}; weights bit-identical: {weights_same}")
-    for name, (wall, cpu) in (("pre (unedited, batched)", t_pre), ("sequential", t_seq), ("batched", t_bat)):
+    for name, (wall, cpu) in (("pre (unedited, batched)", t_pre), ("sequential", t_seq), ("batched", t_bat),
+                              ("batched, unpacked", t_unp)):
         print(f"{name:>24}: wall {wall:7.1f} s {n_items / wall:6.2f} items/s {len(cases) / wall:6.3f} cases/s | "
               f"cpu {cpu:7.1f} s {n_items / cpu:6.2f} items/cpu-s {len(cases) / cpu:6.3f} cases/cpu-s")
     print(f"batched / sequential speed ratio: wall {t_seq[0] / t_bat[0]:.2f}x, cpu {t_seq[1] / t_bat[1]:.2f}x")
+    print(f"packed / unpacked (item + alternative in one row) speed ratio: wall {t_unp[0] / t_bat[0]:.2f}x, "
+          f"cpu {t_unp[1] / t_bat[1]:.2f}x")
     table = summarise(bat, "exact_match", "micro")
     print("exact_match@1 micro (post):", {k: round(v, 1) for k, v in table["columns"].items()})
     pre_table = summarise(bat, "exact_match", "micro", stage="pre")

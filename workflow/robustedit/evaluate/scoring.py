@@ -118,27 +118,42 @@ RowContext = Callable[[torch.Tensor], ContextManager[None]]
 
 
 def score_items(model, arch, items: Sequence[EncodedItem], batch_size: int, device,
-                row_context: RowContext | None = None, row_case: Sequence[int] | None = None) -> list[ItemScore]:
-    """Scores in the order of `items`. Items are batched longest first (less padding).
+                row_context: RowContext | None = None, row_case: Sequence[int] | None = None,
+                pack: bool = True) -> list[ItemScore]:
+    """Scores in the order of `items`. Rows are batched longest first (less padding).
 
     With `row_context`, each batch runs inside `row_context(case index of each row)`, which is how
     per-row edits (EditBatch.for_rows) are applied; `row_case[i]` is item i's case index.
+    With `pack` (default), items of one case that share a prompt (an item and its alternative) are
+    scored in one row (see packing.py); `pack=False` gives each item its own row.
     """
+    from .packing import pack_items, score_packed_batch
+
     if model.training:
         raise ConfigError("evaluation needs model.eval(): dropout would make teacher-forced scores random")
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     if row_context is not None and (row_case is None or len(row_case) != len(items)):
         raise ValueError("row_context needs one case index per item (row_case)")
-    order = sorted(range(len(items)), key=lambda i: -len(items[i].input_ids))
+    if pack:
+        rows = pack_items(items, row_case)
+    else:
+        rows = [None] * len(items)
+    lengths = [len(r) if pack else len(items[i].input_ids) for i, r in enumerate(rows)]
+    order = sorted(range(len(rows)), key=lambda i: -lengths[i])
     scores: list[ItemScore | None] = [None] * len(items)
     with torch.no_grad():
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
-            ctx = (row_context(torch.as_tensor([row_case[i] for i in chunk], dtype=torch.long, device=device))
+            first_item = [rows[i].items[0] if pack else i for i in chunk]
+            ctx = (row_context(torch.as_tensor([row_case[i] for i in first_item], dtype=torch.long, device=device))
                    if row_context is not None else contextlib.nullcontext())
             with ctx:
-                batch_scores = score_batch(model, arch, [items[i] for i in chunk], device)
-            for i, s in zip(chunk, batch_scores):
-                scores[i] = s
+                if pack:
+                    per_row = score_packed_batch(model, arch, [rows[i] for i in chunk], device)
+                    done = [(k, sc) for i, row_scores in zip(chunk, per_row) for k, sc in zip(rows[i].items, row_scores)]
+                else:
+                    done = list(zip(chunk, score_batch(model, arch, [items[i] for i in chunk], device)))
+            for k, sc in done:
+                scores[k] = sc
     return scores  # type: ignore[return-value]

@@ -81,13 +81,14 @@ def _stage_record(scores: list[ItemScore], alt_scores: list[ItemScore] | None, m
 
 def evaluate_cases(model, tok, arch, cases: Sequence[dict], edits, batch_size: int, device,
                    mode: str = "batched", *, alternatives: bool = True, pre_from: Sequence[dict] | None = None,
-                   max_length: int | None = None) -> list[dict]:
+                   max_length: int | None = None, pack: bool = True) -> list[dict]:
     """Per case {"case_id", "items": [...]}; per item: group, prompt, target, alternative, target_ids,
     the post-edit argmax_ids, token_logprobs (alt_* too with alternatives), one value in [0, 1] per
     metric key (e.g. "exact_match@1"), and the same under "pre" for the unedited model.
 
     edits: an EditBatch, a list with one RankOneEdit (or None) per case, or None for no edits.
     pre_from: the result of an earlier call on the same cases, to reuse its pre-edit scores.
+    pack: score an item and its alternative in one row (scoring.score_items); False = a row each.
     Groups are those of `build_items` (long_id: the held passages REP may train on; long_ood: the
     unseen "eval" passage, the REP paper's "Long").
     """
@@ -104,14 +105,14 @@ def evaluate_cases(model, tok, arch, cases: Sequence[dict], edits, batch_size: i
     if pre_from is not None:
         pre = _pre_from_results(pre_from, cases, items_per_case, rows)
     else:
-        pre = score_items(model, arch, encoded, batch_size, device)
+        pre = score_items(model, arch, encoded, batch_size, device, pack=pack)
     if mode == "batched":
-        post = score_items(model, arch, encoded, batch_size, device, edit_batch.for_rows, row_case)
+        post = score_items(model, arch, encoded, batch_size, device, edit_batch.for_rows, row_case, pack=pack)
     else:
         post = [None] * len(rows)
         for ci in range(len(cases)):
             with edit_batch.for_case(ci):
-                scored = score_items(model, arch, [encoded[k] for k in case_rows[ci]], batch_size, device)
+                scored = score_items(model, arch, [encoded[k] for k in case_rows[ci]], batch_size, device, pack=pack)
             for k, s in zip(case_rows[ci], scored):
                 post[k] = s
     return [_case_result(case, items_per_case[ci], [(rows[k][2], rows[k][3], pre[k], post[k]) for k in case_rows[ci]],
