@@ -15,6 +15,8 @@ include: "rules/data.smk"
 include: "rules/stats.smk"
 include: "rules/rome.smk"
 include: "rules/rep.smk"
+include: "rules/analysis.smk"
+include: "rules/tracking.smk"
 
 
 rule all:
@@ -25,3 +27,4 @@ rule all:
         [stage_dir(c, "eval_rep") / f"{s}.summary.json" for c in CFGS for s in c["data"]["splits"]],
         f"{RESULTS}/tables/table1.csv",
         f"{RESULTS}/tables/gate_threshold.csv",
+        ANALYSIS_FIGURES,

@@ -85,7 +85,8 @@ def test_gemma_cases_land_in_their_own_directory(tmp_path):
     assert saved["keys"]["model.name"] == "gemma3-270m" and gem[0].parent.name == saved["hash"]
 
 
-STAGE_ORDER = ["cases", "stats", "templates", "rome", "eval_rome", "rep", "eval_rep", "tables", "figures"]
+STAGE_ORDER = ["cases", "stats", "templates", "rome", "eval_rome", "rep", "eval_rep", "fig_keys", "fig_unrelated",
+               "fig_values", "tables", "figures"]
 
 
 def planned_outputs(tmp_path, *config):

@@ -45,6 +45,11 @@ STAGES: dict[str, Stage] = {
         "gate_max_negatives", "long_context_aug", "compat_long_noop", "compat_batch_restart")), ("rome",)),
     # ROME+REP evaluation; the gate threshold is read only here, so a threshold sweep reruns only this
     "eval_rep": Stage(("eval.max_length", "rep.gate_threshold"), ("rep",)),
+    # analysis figures (REP Figures 3-5); the analysed split is a job value, like every stage's split
+    "fig_keys": Stage(("seed", "analysis.n_cases", "analysis.n_random_pairs", "analysis.pca_case"),
+                      ("cases", "stats")),
+    "fig_unrelated": Stage(("seed", "analysis.n_cases", "analysis.scan"), ("cases", "stats")),
+    "fig_values": Stage((), ("rome",)),
 }
 
 

@@ -1,0 +1,30 @@
+# Weights & Biases: log every run's config, Table 1 metrics, tables and figures once they exist.
+#   snakemake --cores all wandb_log                                         # offline, under results/wandb
+#   snakemake --cores all wandb_log --config overrides="tracking.mode=online"   # needs `wandb login`
+# Not part of `all`. The marker is not rebuilt when only tracking.* changes: add --forcerun wandb_log.
+
+TRACKED_TABLES = [f"{RESULTS}/tables/table1.csv", f"{RESULTS}/tables/gate_threshold.csv"]
+TRACKED_FIGURES = [f"{RESULTS}/figures/gate_threshold.png"] + ANALYSIS_FIGURES
+
+
+rule wandb_log:
+    input:
+        tables=TRACKED_TABLES,
+        figures=TRACKED_FIGURES,
+        summaries=[stage_dir(c, stage) / f"{c['eval']['report_split']}.summary.json"
+                   for c in CFGS for stage in TABLE1_STAGES],
+    output:
+        marker=f"{RESULTS}/wandb/wandb_log.json",
+    params:
+        py=PY,
+        runs=" ".join("--run " + shlex.quote(" ".join(shlex.quote(o) for o in r)) for r in RUNS),
+        stages=" ".join(TABLE1_STAGES),
+    conda:
+        "../env.yaml"
+    log:
+        f"{RESULTS}/logs/wandb_log.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/wandb_log.tsv"
+    shell:
+        "{params.py} scripts/wandb_log.py {params.runs} --stages {params.stages} --tables {input.tables}"
+        " --figures {input.figures} --out {output.marker} > {log} 2>&1"

@@ -1,0 +1,62 @@
+"""Log every run of the pipeline to Weights & Biases (offline by default; see robustedit.tracking).
+
+    python scripts/wandb_log.py --run "model=smollm2-135m" --stages eval_rome eval_rep \
+        --tables results/tables/table1.csv --figures results/figures/*.png --out results/wandb/wandb_log.json
+Per run (--run: its Hydra overrides, quoted as one string): the composed config, the Table 1 metrics of
+its evaluation stages on eval.report_split (table1/<method>/<column>), every table as a wandb.Table and
+every figure as an image. Writes a marker JSON listing each run's mode and folder.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+
+from common import compose, stage_dir
+from make_table1 import GROUP_OF, rows_from
+
+from robustedit.analysis.tables import read_csv
+from robustedit.io import read_json, write_json
+from robustedit.tracking import start_run
+
+
+def table1_metrics(cfg: dict, stages: list[str]) -> dict[str, float]:
+    """table1/<method>/<column> for the run's evaluation summaries (empty cells skipped)."""
+    ev, out = cfg["eval"], {}
+    for stage in stages:
+        summary = read_json(stage_dir(cfg, stage) / f"{ev['report_split']}.summary.json")
+        for row in rows_from(summary, ev["metric"], ev["aggregation"]):
+            out.update({f"table1/{row['method']}/{col}": float(row[col]) for col in GROUP_OF if row[col] != ""})
+    return out
+
+
+def log_run(overrides: list[str], stages: list[str], tables: list[Path], figures: list[Path]) -> dict:
+    cfg = compose(overrides)
+    name = cfg["model"]["name"]
+    with start_run(cfg, name=name, group="pipeline", job_type="pipeline") as tracker:
+        tracker.log_metrics(table1_metrics(cfg, stages))
+        for path in tables:
+            tracker.log_table(f"tables/{path.stem}", read_csv(path))
+        for path in figures:
+            tracker.log_image(f"figures/{path.stem}", path)
+    return {"name": name, "overrides": overrides, "mode": cfg["tracking"]["mode"],
+            "dir": str(tracker.run_dir) if tracker.run_dir else None}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", action="append", required=True, help="one run's Hydra overrides, as one string")
+    ap.add_argument("--stages", nargs="+", required=True, help="evaluation stages whose summaries are Table 1 rows")
+    ap.add_argument("--tables", nargs="*", type=Path, default=[])
+    ap.add_argument("--figures", nargs="*", type=Path, default=[])
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    runs = [log_run(shlex.split(r), args.stages, args.tables, args.figures) for r in args.run]
+    write_json(args.out, {"runs": runs, "tables": [str(p) for p in args.tables],
+                          "figures": [str(p) for p in args.figures]})
+    for r in runs:
+        print(f"[wandb_log] {r['name']}: {r['mode']} -> {r['dir']}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
