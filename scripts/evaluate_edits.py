@@ -44,7 +44,8 @@ def evaluate_split(cfg: dict, edits_path: Path, out_dir: Path, method: str, edit
     edit_arg = edit_batch_fn(lm, edits, device) if edit_batch_fn else edits
     per_case = evaluate_cases(lm.model, lm.tokenizer, lm.arch, cases, edit_arg, hw["batch_size"], device,
                               mode="batched", alternatives=True, max_length=cfg["eval"]["max_length"],
-                              pre_from=read_jsonl(pre_from) if pre_from else None)
+                              pre_from=read_jsonl(pre_from) if pre_from else None,
+                              long_id_passages=cfg["eval"]["long_id_passages"])
     write_jsonl(out_dir / f"{split}.results.jsonl", per_case)
     write_json(out_dir / f"{split}.summary.json", {"method": method, "model": cfg["model"]["name"],
                                                    "split": split, "include_unedited": include_unedited,

@@ -70,6 +70,7 @@ def test_build_items_groups_and_first_occurrence_replacement():
     assert [it.prompt for it in items if it.group == "long_ood"] == [PASSAGE + " " + case["prompt"]]
     loc = [it for it in items if it.group == "locality"][0]
     assert (loc.target, loc.alternative) == ("French", "English")
+    assert [it.prompt for it in build_items(case, 1) if it.group == "long_id"] == [held[0] + " " + case["prompt"]]
     bad = make_case(case_id=9)
     bad["long_context"]["held"] = "not a list"
     with pytest.raises(RecordError, match="case_id 9: long_context.held"):

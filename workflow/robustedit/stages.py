@@ -26,7 +26,14 @@ class Stage:
 STAGES: dict[str, Stage] = {
     # the converted weights depend only on the source
     "model": Stage(("model.name", "model.source", "model.rope_theta")),
-    "cases": Stage(("seed", "data", "model.add_bos", "model.rep_test_variant", "hardware.dtype"), ("model",)),
+    # the data keys that shape a split's cases: not data.splits (which splits to build) and not where
+    # the rephrase cache lives, so listing another split or moving results/ reruns nothing
+    "cases": Stage(("seed", "data.split_files", "data.pool_file", "data.patil_file", "data.max_cases",
+                    "data.filter", "data.rephrase.n", "data.rephrase.use_dataset", "data.rephrase.backend",
+                    "data.rephrase.prompt", "data.rephrase.max_new_tokens", "data.rephrase.local",
+                    "data.rephrase.api.base_url", "data.rephrase.api.model", "data.shuffle",
+                    "data.long_context", "data.id_fraction", "model.add_bos", "model.rep_test_variant",
+                    "hardware.dtype"), ("model",)),
     # ROME's second moment: layer, text sample, BOS policy and numerics (not the batch token budget)
     "stats": Stage(("model.layer", "model.modules", "stats.source", "stats.local_files", "stats.hub",
                     "stats.n_samples", "stats.drop_empty", "stats.include_bos", "stats.max_length",
@@ -38,13 +45,13 @@ STAGES: dict[str, Stage] = {
                    "rome.clamp_norm_factor", "rome.kl_factor", "rome.early_stop_loss", "rome.mom2_adjustment",
                    "rome.target_mode"), ("cases", "stats", "templates")),
     # teacher-forced evaluation of the ROME edits (and of the unedited model)
-    "eval_rome": Stage(("eval.max_length",), ("rome",)),
+    "eval_rome": Stage(("eval.max_length", "eval.long_id_passages"), ("rome",)),
     # one REP adaptor per case, trained on ROME's u (key_batch_rows is speed only and not hashed)
     "rep": Stage(("rep.adaptor",) + tuple(f"rep.train.{k}" for k in (
         "steps", "lr", "gate_lr", "batch_size", "agg_weight", "consistency_weight", "gate_loss_weight",
         "gate_max_negatives", "long_context_aug", "compat_long_noop", "compat_batch_restart")), ("rome",)),
     # ROME+REP evaluation; the gate threshold is read only here, so a threshold sweep reruns only this
-    "eval_rep": Stage(("eval.max_length", "rep.gate_threshold"), ("rep",)),
+    "eval_rep": Stage(("eval.max_length", "eval.long_id_passages", "rep.gate_threshold"), ("rep",)),
     # analysis figures (REP Figures 3-5); the analysed split is a job value, like every stage's split
     "fig_keys": Stage(("seed", "analysis.n_cases", "analysis.n_random_pairs", "analysis.pca_case"),
                       ("cases", "stats")),

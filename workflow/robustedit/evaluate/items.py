@@ -59,8 +59,9 @@ def _strings(value, where: str, key: str) -> list[str]:
     return value
 
 
-def build_items(case: dict) -> list[Item]:
-    """All items of one case, in the order of GROUPS; raises RecordError naming the case_id."""
+def build_items(case: dict, long_id_passages: int | None = None) -> list[Item]:
+    """All items of one case, in the order of GROUPS; raises RecordError naming the case_id.
+    long_id_passages: evaluate only the first n held passages for long_id (None = all)."""
     cid = case.get("case_id", "?")
     where = f"case_id {cid}: "
     missing = [k for k in REQUIRED_KEYS if k not in case]
@@ -92,7 +93,8 @@ def build_items(case: dict) -> list[Item]:
     items += swapped("shuffle_id", _strings(shuffles["id"], where, "shuffled_subjects.id"))
     if not isinstance(long_ctx.get("eval"), str) or not long_ctx["eval"].strip():
         raise RecordError(f"{where}long_context.eval must be a non-empty string")
-    items += with_context("long_id", _strings(long_ctx.get("held"), where, "long_context.held"))
+    held = _strings(long_ctx.get("held"), where, "long_context.held")
+    items += with_context("long_id", held if long_id_passages is None else held[:long_id_passages])
     items += swapped("rephrase_ood", _strings(rephrases["ood"], where, "subject_rephrases.ood"))
     items += swapped("shuffle_ood", _strings(shuffles["ood"], where, "shuffled_subjects.ood"))
     items += with_context("long_ood", [long_ctx["eval"]])

@@ -27,11 +27,12 @@ MODES = ("batched", "sequential")
 STAGES = ("post", "pre")
 
 
-def _encode_cases(tok, cases: Sequence[dict], alternatives: bool, max_length: int | None):
+def _encode_cases(tok, cases: Sequence[dict], alternatives: bool, max_length: int | None,
+                  long_id_passages: int | None = None):
     """Flat list of rows (case index, item index, kind, EncodedItem); kind is 'target' or 'alternative'."""
     items_per_case, rows = [], []
     for ci, case in enumerate(cases):
-        items = build_items(case)
+        items = build_items(case, long_id_passages)
         items_per_case.append(items)
         for j, it in enumerate(items):
             where = f"case_id {case['case_id']} ({it.group} item {j}): "
@@ -81,7 +82,8 @@ def _stage_record(scores: list[ItemScore], alt_scores: list[ItemScore] | None, m
 
 def evaluate_cases(model, tok, arch, cases: Sequence[dict], edits, batch_size: int, device,
                    mode: str = "batched", *, alternatives: bool = True, pre_from: Sequence[dict] | None = None,
-                   max_length: int | None = None, pack: bool = True) -> list[dict]:
+                   max_length: int | None = None, pack: bool = True,
+                   long_id_passages: int | None = None) -> list[dict]:
     """Per case {"case_id", "items": [...]}; per item: group, prompt, target, alternative, target_ids,
     the post-edit argmax_ids, token_logprobs (alt_* too with alternatives), one value in [0, 1] per
     metric key (e.g. "exact_match@1"), and the same under "pre" for the unedited model.
@@ -89,13 +91,14 @@ def evaluate_cases(model, tok, arch, cases: Sequence[dict], edits, batch_size: i
     edits: an EditBatch, a list with one RankOneEdit (or None) per case, or None for no edits.
     pre_from: the result of an earlier call on the same cases, to reuse its pre-edit scores.
     pack: score an item and its alternative in one row (scoring.score_items); False = a row each.
+    long_id_passages: how many held passages long_id evaluates (None = all).
     Groups are those of `build_items` (long_id: the held passages REP may train on; long_ood: the
     unseen "eval" passage, the REP paper's "Long").
     """
     if mode not in MODES:
         raise ConfigError(f"unknown evaluation mode {mode!r}; use one of {MODES}")
     edit_batch = as_edit_batch(model, arch, edits, len(cases), device)
-    items_per_case, rows = _encode_cases(tok, cases, alternatives, max_length)
+    items_per_case, rows = _encode_cases(tok, cases, alternatives, max_length, long_id_passages)
     encoded = [r[3] for r in rows]
     row_case = [r[0] for r in rows]
     case_rows: list[list[int]] = [[] for _ in cases]  # row indices of each case, in item order
