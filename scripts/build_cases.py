@@ -68,7 +68,7 @@ def main(cfg: dict, out_dir: Path) -> None:
     if data_cfg["filter"]["enabled"]:
         start = time.time()
         known = teacher_forced_exact_match(
-            lm.model, lm.tokenizer, [c["prompt"] for c in cases], [c["target_true"] for c in cases],
+            lm.model, lm.arch, lm.tokenizer, [c["prompt"] for c in cases], [c["target_true"] for c in cases],
             cfg["hardware"]["batch_size"], resolve_device(cfg["hardware"]["device"]),
             where=[f"{source} case_id {c['case_id']}: " for c in cases])
         cases = [c for c, k in zip(cases, known) if k]

@@ -14,7 +14,8 @@ from robustedit.errors import DataIntegrityError, RecordError
 from robustedit.manifest import DataStore
 from robustedit.seeding import py_rng
 
-from conftest import REPO
+from conftest import REPO, tiny_model_cfg
+from robustedit.models.arch import Architecture
 
 POOL = [{"case_id": 5, "requested_rewrite": {"prompt": "The mother tongue of {} is", "subject": "Danielle Darrieux",
                                              "relation_id": "P103", "target_new": {"str": "English"},
@@ -121,7 +122,8 @@ def test_id_ood_split_and_rephrases():
 def test_filter_matches_unbatched_reference(llama_tok, tiny_llama_model):
     prompts = ["The mother tongue of Danielle Darrieux is", "Paris is the capital of", "A"]
     targets = ["French", "France", "long target words here"]
-    got = teacher_forced_exact_match(tiny_llama_model, llama_tok, prompts, targets, 2, torch.device("cpu"))
+    arch = Architecture.from_config(tiny_model_cfg("llama"))
+    got = teacher_forced_exact_match(tiny_llama_model, arch, llama_tok, prompts, targets, 2, torch.device("cpu"))
     for p, t, g in zip(prompts, targets, got):
         ids = llama_tok(p + " " + t, return_tensors="pt")["input_ids"]
         n = len(llama_tok(p)["input_ids"])
@@ -133,7 +135,8 @@ def test_filter_matches_unbatched_reference(llama_tok, tiny_llama_model):
     nxt = tiny_llama_model(input_ids=ids).logits[0, -1].argmax().item()
     word = llama_tok.decode([nxt])
     if word.startswith(" ") and word.strip():
-        assert teacher_forced_exact_match(tiny_llama_model, llama_tok, [p], [word.strip()], 1, torch.device("cpu")) == [True]
+        assert teacher_forced_exact_match(tiny_llama_model, arch, llama_tok, [p], [word.strip()], 1,
+                                          torch.device("cpu")) == [True]
 
 
 def test_data_store_detects_corruption(tmp_path):
