@@ -26,7 +26,9 @@ def _req(rec: dict, field: str, typ: type, where: str) -> Any:
 
 
 def _nonempty(prompts: list) -> list[str]:
-    return [p for p in prompts if isinstance(p, str) and p.strip()]
+    """Drop empty prompts and strip the rest: a trailing space (a Patil prompt "IBM Connections. ")
+    would merge with the target's leading space under SentencePiece and break teacher forcing."""
+    return [p.strip() for p in prompts if isinstance(p, str) and p.strip()]
 
 
 def pool_index(pool: list[dict], source: str) -> dict[int, dict]:
