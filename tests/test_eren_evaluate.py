@@ -13,7 +13,8 @@ from robustedit.eren.encoder import HashEncoder
 from robustedit.eren.evaluate import (build_editor, edit_quality, evaluate_counterfact_hard, evaluate_fever,
                                       run_counterfact_hard)
 from robustedit.eren.reader import StubReader
-from robustedit.eren.robustness import case_queries, edit_statement, evaluate_robustness
+from robustedit.eren.robustness import (EREN_LOCALITY_METRIC, EREN_METRIC, case_queries, edit_statement,
+                                        evaluate_robustness, suite_summary)
 from robustedit.eren.scaling import recall_at_k
 
 CFH = [
@@ -135,38 +136,65 @@ def test_subsample_is_seeded_ordered_and_complete_when_large():
 
 CASE = {"case_id": 7, "subject": "Danielle Darrieux", "prompt": "The mother tongue of Danielle Darrieux is",
         "target_new": "English", "target_true": "French",
-        "neighborhood_prompts": ["The mother tongue of Leon Blum is"],
+        "neighborhood_prompts": ["The mother tongue of Leon Blum is"], "locality_ground_truth": "French",
+        "paraphrase_prompts": ["Danielle Darrieux speaks"], "patil_prompts": [],
         "subject_rephrases": {"id": ["the actress Darrieux"], "ood": ["D. Darrieux"]},
         "shuffled_subjects": {"id": ["Darrieux Danielle"], "ood": []},
-        "long_context": {"eval": "Some unrelated text.", "held": []}}
+        "long_context": {"eval": "Some unrelated text.", "held": ["Held one.", "Held two."]}}
 
 
-def test_robustness_queries():
+def test_robustness_queries_are_table1_items():
     assert edit_statement(CASE) == "The mother tongue of Danielle Darrieux is English"
-    q = case_queries(CASE)
-    assert q == {"original": ["The mother tongue of Danielle Darrieux is"],
-                 "subject_rephrase_id": ["The mother tongue of the actress Darrieux is"],
-                 "subject_rephrase_ood": ["The mother tongue of D. Darrieux is"],
-                 "shuffled_subject_id": ["The mother tongue of Darrieux Danielle is"],
-                 "shuffled_subject_ood": [],
-                 "long_context": ["Some unrelated text. The mother tongue of Danielle Darrieux is"],
-                 "neighborhood": ["The mother tongue of Leon Blum is"]}
+    q = case_queries(CASE, long_id_passages=1)
+    assert q == {"success": ["The mother tongue of Danielle Darrieux is"],
+                 "locality": ["The mother tongue of Leon Blum is"],
+                 "rephrase_id": ["The mother tongue of the actress Darrieux is"],
+                 "shuffle_id": ["The mother tongue of Darrieux Danielle is"],
+                 "long_id": ["Held one. The mother tongue of Danielle Darrieux is"],
+                 "rephrase_ood": ["The mother tongue of D. Darrieux is"],
+                 "shuffle_ood": [],
+                 "long_ood": ["Some unrelated text. The mother tongue of Danielle Darrieux is"]}
+    assert len(case_queries(CASE)["long_id"]) == 2  # all held passages by default
+    assert case_queries(CASE, ("success", "paraphrase")) == {"success": q["success"],
+                                                              "paraphrase": ["Danielle Darrieux speaks"]}
     with pytest.raises(RecordError, match="case_id 7.*subject_rephrases"):
         case_queries({**CASE, "subject_rephrases": {"id": ["x"]}})
+    with pytest.raises(ConfigError, match="eren.suite.groups"):
+        case_queries(CASE, ("success", "long"))
 
 
-def test_robustness_scoring():
+def stub_suite_reader():
     def stub(prompt):
         if prompt.startswith("Please answer this question: "):
             return "French"
         question = prompt.rsplit("\n\n", 1)[1]
         return "English" if "Danielle Darrieux" in question or "the actress" in question else "unanswerable"
+    return StubReader(stub)
 
-    ed = build_editor([edit_statement(CASE)], HashEncoder(), StubReader(stub), "qa", "eren")
-    s = evaluate_robustness([CASE], ed).summary
-    assert s["ES_original"] == 100.0 and s["ES_long_context"] == 100.0 and s["ES_subject_rephrase_id"] == 100.0
-    assert s["ES_subject_rephrase_ood"] == 0.0 and s["ES_shuffled_subject_id"] == 0.0
-    assert s["ES"] == 60.0 and s["BP"] == 100.0 and s["BP_neighborhood"] == 100.0
+
+def test_robustness_scoring():
+    ed = build_editor([edit_statement(CASE)], HashEncoder(), stub_suite_reader(), "qa", "eren")
+    s = evaluate_robustness([CASE], ed, long_id_passages=1).summary
+    assert s["ES_success"] == 100.0 and s["ES_long_ood"] == 100.0 and s["ES_rephrase_id"] == 100.0
+    assert s["ES_long_id"] == 100.0 and s["ES_rephrase_ood"] == 0.0 and s["ES_shuffle_id"] == 0.0
+    assert s["ES"] == pytest.approx(400 / 6) and s["BP"] == 100.0 and s["BP_locality"] == 100.0
+
+
+def test_suite_summary_micro_and_case_mean():
+    other = {**CASE, "case_id": 8, "subject": "Leon Blum", "prompt": "The mother tongue of Leon Blum is",
+             "neighborhood_prompts": ["The mother tongue of Danielle Darrieux is"],
+             "subject_rephrases": {"id": ["Blum"], "ood": []}, "shuffled_subjects": {"id": [], "ood": []}}
+    notes = [edit_statement(CASE), edit_statement(other)]
+    ed = build_editor(notes, HashEncoder(), stub_suite_reader(), "qa", "eren")
+    items = evaluate_robustness([CASE, other], ed, groups=("success", "locality", "rephrase_id")).items
+    micro, mean = suite_summary(items, "micro"), suite_summary(items, "case_mean")
+    assert micro["metric"] == EREN_METRIC and micro["locality_metric"] == EREN_LOCALITY_METRIC
+    assert micro["n_cases"] == 2 and set(micro["columns"]) == {"success", "locality", "rephrase_id"}
+    # case 7 answers its own queries; case 8's are answered "English" (the stub reads only Darrieux)
+    assert micro["columns"]["success"] == 50.0 and micro["n_items"]["rephrase_id"] == 2
+    assert mean["columns"] == micro["columns"]  # one item per case and column: the averages agree
+    pre = suite_summary(items, "micro", unedited=True)
+    assert pre["stage"] == "pre" and pre["columns"]["locality"] == 100.0 and pre["columns"]["success"] == 0.0
 
 
 def _brute_force_recall(encoder, statements, queries, order, n, nq, k):

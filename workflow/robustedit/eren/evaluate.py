@@ -10,7 +10,7 @@ All edits are in the notebook at once. Every function returns per-item records a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from ..errors import ConfigError
 from .answers import answer_matches, fever_label, same_output
@@ -58,12 +58,14 @@ def summarize(items: Sequence[dict]) -> dict:
 
 
 def evaluate_items(items: list[dict], editor: ErenEditor, unedited: ErenEditor | None,
-                   correct: Callable[[str, str], bool], unchanged: Callable[[str, str], bool]) -> EvalResult:
+                   correct: Callable[[str, str], bool], unchanged: Callable[[str, str], bool],
+                   closed_book: Mapping[str, str] | None = None) -> EvalResult:
     """Answer every item's `input` with the editor and the unedited model, then score it.
 
     Items need: id, group, in_scope, input, gold (in-scope), own_note (the cleaned edit statement).
     The unedited model's closed-book outputs are reused as the editor's step-2 outputs (same prompt,
     greedy decoding), so a fallback answer equals the unedited answer by construction.
+    `closed_book` (query -> unedited output) supplies outputs already computed, e.g. for another method.
     """
     if editor.method != "unedited" and (editor.notebook is None or len(editor.notebook) == 0):
         raise ConfigError("the editor's notebook is empty: add the edit statements before evaluating")
@@ -72,7 +74,8 @@ def evaluate_items(items: list[dict], editor: ErenEditor, unedited: ErenEditor |
     if unedited.method != "unedited" or unedited.task != editor.task:
         raise ConfigError("`unedited` must be an ErenEditor with method='unedited' and the editor's task")
     queries = [it["input"] for it in items]
-    base = dict(zip(dict.fromkeys(queries), unedited.closed_book(list(dict.fromkeys(queries)))))
+    unique = list(dict.fromkeys(queries))
+    base = dict(zip(unique, unedited.closed_book(unique, closed_book)))
     answers = editor.answer(queries, closed_book=base)
     notes = editor.notebook.notes if editor.notebook is not None else []
     out = []
@@ -132,6 +135,33 @@ def evaluate_fever(edits: Sequence[dict], checks: Sequence[dict], editor: ErenEd
     return evaluate_items(fever_items(edits, checks), editor, unedited,
                           correct=lambda out, gold: fever_label(out) == gold,
                           unchanged=lambda a, b: fever_label(a) == fever_label(b))
+
+
+# ---- several methods on the same items -------------------------------------------------------
+def scorers(task: str) -> tuple[Callable[[str, str], bool], Callable[[str, str], bool]]:
+    """(correct(output, gold), unchanged(output, unedited_output)) for a task, as the runners use them."""
+    if task == "qa":
+        return (lambda out, gold: answer_matches(out, gold)), same_output
+    if task == "nli":
+        return (lambda out, gold: fever_label(out) == gold), (lambda a, b: fever_label(a) == fever_label(b))
+    raise ConfigError(f"unknown EREN task {task!r}; use 'qa' or 'nli'")
+
+
+def evaluate_methods(items: list[dict], reader: Reader, notebook: Notebook | None, task: str,
+                     methods: Sequence[str], k: int = DEFAULT_K) -> dict[str, EvalResult]:
+    """Evaluate each method on the same items and notebook; the reader's closed-book outputs (the
+    unedited method, and every step-2 fallback) are generated once and shared by all methods."""
+    unedited = ErenEditor(reader, None, task, "unedited", k)
+    unique = list(dict.fromkeys(it["input"] for it in items))
+    base = dict(zip(unique, unedited.closed_book(unique)))
+    correct, unchanged = scorers(task)
+    out = {}
+    for method in methods:
+        editor = unedited if method == "unedited" else ErenEditor(reader, notebook, task, method, k)
+        result = evaluate_items(items, editor, unedited, correct, unchanged, closed_book=base)
+        result.summary.update(method=method, k=k, n_notes=0 if notebook is None else len(notebook))
+        out[method] = result
+    return out
 
 
 # ---- one-call runners ------------------------------------------------------------------------

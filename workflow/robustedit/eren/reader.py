@@ -52,6 +52,28 @@ class StubReader:
         return out
 
 
+class TimedReader:
+    """Wraps a reader and counts the prompts it generates for and the seconds spent (for reports)."""
+
+    def __init__(self, reader: Reader):
+        self.reader = reader
+        self.n_prompts = 0
+        self.seconds = 0.0
+
+    def generate(self, prompts: Sequence[str], max_new_tokens: int = MAX_NEW_TOKENS) -> list[str]:
+        import time
+
+        t0 = time.perf_counter()
+        out = self.reader.generate(prompts, max_new_tokens=max_new_tokens)
+        self.seconds += time.perf_counter() - t0
+        self.n_prompts += len(prompts)
+        return out
+
+    def stats(self) -> dict:
+        return {"generations": self.n_prompts, "generate_s": self.seconds,
+                "s_per_generation": self.seconds / self.n_prompts if self.n_prompts else None}
+
+
 class ChatReader:
     """A causal LM with its tokenizer, generating greedily in left-padded, length-sorted batches."""
 

@@ -1,85 +1,80 @@
-"""Run EREN on the project's robustness suite (the ROME/REP case records).
+"""Run EREN on the project's robustness suite (the ROME/REP case records), scored per Table 1 column.
 
-From a case (subject, prompt, target_new, target_true, neighborhood_prompts,
-subject_rephrases{id,ood}, shuffled_subjects{id,ood}, long_context{eval}) we build:
-- the edit statement: prompt + " " + target_new;
-- edit queries, scored by whether the reader's answer matches target_new (`answer_matches`):
-  the original prompt; the prompt with the subject replaced by each subject rephrase and each
-  shuffled subject (ID and OOD halves kept apart); long_context["eval"] + " " + prompt;
-- locality queries, the neighbourhood prompts, scored by whether the output is unchanged relative
-  to the unedited model (equal normalised outputs).
-The caller decides what the notebook holds (one case's statement, or all cases' at once).
+The queries are exactly the prompts of robustedit.evaluate.items.build_items (one definition of the
+suite for every method), so the columns mean what they mean for ROME and REP:
+    success        the edit prompt                     rephrase_id / _ood  subject rephrases (1st / 2nd half)
+    locality       the neighbourhood prompts           shuffle_id / _ood   shuffled subjects (1st / 2nd half)
+    long_id        each held passage + " " + prompt    long_ood            the unseen passage + " " + prompt
+    paraphrase / patil   CounterFact's / Patil et al.'s rephrased prompts (optional columns)
+Each case contributes one note, its edit statement prompt + " " + target_new; the caller decides what
+the notebook holds (one case's statement, or all cases' at once).
+- Edit queries are scored with `eren_answer_match@1`: the reader's generated answer contains target_new
+  as a whole-word span after SQuAD normalisation (robustedit.eren.answers.answer_matches).
+- Locality queries are scored with `eren_output_unchanged@1`: the normalised output equals the unedited
+  reader's closed-book output.
+These two are generation-based, so they are named here rather than in robustedit.metrics, whose registry
+holds teacher-forced token metrics.
 """
 from __future__ import annotations
 
 from typing import Sequence
 
-from ..data.perturb import replace_subject
-from ..errors import RecordError
+from ..errors import ConfigError, RecordError
+from ..evaluate.items import GROUPS, build_items
+from ..metrics import aggregate
 from .answers import answer_matches, same_output
 from .editor import ErenEditor
 from .evaluate import EvalResult, evaluate_items
 from .notebook import clean_statement
 
-EDIT_GROUPS = ("original", "subject_rephrase_id", "subject_rephrase_ood", "shuffled_subject_id",
-               "shuffled_subject_ood", "long_context")
+EREN_METRIC = "eren_answer_match@1"
+EREN_LOCALITY_METRIC = "eren_output_unchanged@1"
+# Table 1's robustness columns; paraphrase and patil may be added (eren.suite.groups).
+SUITE_GROUPS = ("success", "locality", "rephrase_id", "shuffle_id", "long_id", "rephrase_ood", "shuffle_ood",
+                "long_ood")
+LOCALITY_GROUP = "locality"
 
 
-def _get(case: dict, key: str, typ: type, where: str):
-    if key not in case:
-        raise RecordError(f"{where}: missing field {key!r}")
-    if not isinstance(case[key], typ):
-        raise RecordError(f"{where}: field {key!r} should be {typ.__name__}, got {type(case[key]).__name__}")
-    return case[key]
-
-
-def _halves(case: dict, key: str, where: str) -> dict[str, list[str]]:
-    value = _get(case, key, dict, where)
-    out = {}
-    for half in ("id", "ood"):
-        items = value.get(half)
-        if not isinstance(items, list) or any(not isinstance(x, str) for x in items):
-            raise RecordError(f"{where}: {key}.{half} should be a list of strings")
-        out[half] = items
-    return out
+def _where(case: dict) -> str:
+    return f"case_id {case.get('case_id', '?') if isinstance(case, dict) else '?'}"
 
 
 def edit_statement(case: dict) -> str:
-    where = f"case_id {case.get('case_id', '?')}"
-    return _get(case, "prompt", str, where) + " " + _get(case, "target_new", str, where)
+    """The note of a case: prompt + " " + target_new."""
+    for key in ("prompt", "target_new"):
+        if not isinstance(case.get(key), str):
+            raise RecordError(f"{_where(case)}: field {key!r} should be a string")
+    return case["prompt"] + " " + case["target_new"]
 
 
-def case_queries(case: dict) -> dict[str, list[str]]:
-    """Queries of one case by group: the EDIT_GROUPS (edit queries) and "neighborhood" (locality)."""
-    where = f"case_id {case.get('case_id', '?')}"
-    subject = _get(case, "subject", str, where)
-    prompt = _get(case, "prompt", str, where)
-    rephrases = _halves(case, "subject_rephrases", where)
-    shuffles = _halves(case, "shuffled_subjects", where)
-    long_ctx = _get(case, "long_context", dict, where)
-    if not isinstance(long_ctx.get("eval"), str):
-        raise RecordError(f"{where}: long_context.eval should be a string")
-    neighborhood = _get(case, "neighborhood_prompts", list, where)
-    return {
-        "original": [prompt],
-        "subject_rephrase_id": [replace_subject(prompt, subject, s, f"{where}: ") for s in rephrases["id"]],
-        "subject_rephrase_ood": [replace_subject(prompt, subject, s, f"{where}: ") for s in rephrases["ood"]],
-        "shuffled_subject_id": [replace_subject(prompt, subject, s, f"{where}: ") for s in shuffles["id"]],
-        "shuffled_subject_ood": [replace_subject(prompt, subject, s, f"{where}: ") for s in shuffles["ood"]],
-        "long_context": [long_ctx["eval"] + " " + prompt],
-        "neighborhood": [str(p) for p in neighborhood],
-    }
+def check_groups(groups: Sequence[str]) -> tuple[str, ...]:
+    unknown = [g for g in groups if g not in GROUPS]
+    if unknown or not groups:
+        raise ConfigError(f"eren.suite.groups {list(groups)} must be a non-empty subset of {list(GROUPS)}")
+    return tuple(groups)
 
 
-def robustness_items(cases: Sequence[dict]) -> list[dict]:
-    """Evaluation items (in-scope edit queries with gold target_new, out-of-scope neighbourhood)."""
+def case_queries(case: dict, groups: Sequence[str] = SUITE_GROUPS,
+                 long_id_passages: int | None = None) -> dict[str, list[str]]:
+    """Queries of one case by group, in Table 1's column order (build_items validates the case)."""
+    groups = check_groups(groups)
+    out: dict[str, list[str]] = {g: [] for g in GROUPS if g in groups}
+    for item in build_items(case, long_id_passages):
+        if item.group in out:
+            out[item.group].append(item.prompt)
+    return out
+
+
+def robustness_items(cases: Sequence[dict], groups: Sequence[str] = SUITE_GROUPS,
+                     long_id_passages: int | None = None) -> list[dict]:
+    """Evaluation items: edit queries (in scope, gold target_new) and locality queries (out of scope)."""
     items = []
     for case in cases:
-        own = clean_statement(edit_statement(case), f"case_id {case.get('case_id', '?')}")
-        for group, texts in case_queries(case).items():
-            in_scope = group != "neighborhood"
+        own = clean_statement(edit_statement(case), _where(case))
+        for group, texts in case_queries(case, groups, long_id_passages).items():
+            in_scope = group != LOCALITY_GROUP
             for text in texts:
-                item = {"id": case.get("case_id"), "group": group, "in_scope": in_scope, "input": text,
+                item = {"id": case["case_id"], "group": group, "in_scope": in_scope, "input": text,
                         "own_note": own}
                 if in_scope:
                     item["gold"] = case["target_new"]
@@ -88,7 +83,39 @@ def robustness_items(cases: Sequence[dict]) -> list[dict]:
     return items
 
 
-def evaluate_robustness(cases: Sequence[dict], editor: ErenEditor, unedited: ErenEditor | None = None) -> EvalResult:
-    """ES per query group (answer matches target_new) and locality (output unchanged)."""
-    return evaluate_items(robustness_items(cases), editor, unedited,
+def evaluate_robustness(cases: Sequence[dict], editor: ErenEditor, unedited: ErenEditor | None = None,
+                        groups: Sequence[str] = SUITE_GROUPS, long_id_passages: int | None = None) -> EvalResult:
+    """ES per column (answer matches target_new) and locality (output unchanged vs the unedited reader)."""
+    return evaluate_items(robustness_items(cases, groups, long_id_passages), editor, unedited,
                           correct=lambda out, gold: answer_matches(out, gold), unchanged=same_output)
+
+
+def item_value(item: dict, unedited: bool = False) -> float:
+    """1.0 / 0.0: answer match for edit queries, unchanged output for locality queries. With
+    `unedited`, the unedited reader's closed-book answer is scored (its locality is 1 by definition)."""
+    if not item["in_scope"]:
+        return 1.0 if unedited else float(item["unchanged"])
+    return float(item["correct_unedited" if unedited else "correct"])
+
+
+def per_case_items(items: Sequence[dict]) -> list[dict]:
+    """Scored items grouped by case, in first-seen order: [{"case_id", "items": [...]}]."""
+    cases: dict = {}
+    for it in items:
+        cases.setdefault(it["id"], []).append(it)
+    return [{"case_id": cid, "items": its} for cid, its in cases.items()]
+
+
+def suite_summary(items: Sequence[dict], aggregation: str, unedited: bool = False) -> dict:
+    """Percent per Table 1 column, in the format of robustedit.evaluate.suite.summarise (`stage` "post",
+    or "pre" with `unedited`: the reader answering closed-book, as the unedited rows of Table 1)."""
+    per_case = per_case_items(items)
+    columns, counts = {}, {}
+    for group in GROUPS:
+        values = [[item_value(it, unedited) for it in case["items"] if it["group"] == group] for case in per_case]
+        counts[group] = sum(len(v) for v in values)
+        if counts[group]:
+            columns[group] = aggregate(values, aggregation)
+    return {"metric": EREN_METRIC, "locality_metric": EREN_LOCALITY_METRIC, "aggregation": aggregation,
+            "stage": "pre" if unedited else "post", "n_cases": len(per_case), "columns": columns,
+            "n_items": counts}
