@@ -57,6 +57,16 @@ STAGES: dict[str, Stage] = {
                       ("cases", "stats")),
     "fig_unrelated": Stage(("seed", "analysis.n_cases", "analysis.scan"), ("cases", "stats")),
     "fig_values": Stage((), ("rome",)),
+    # EREN. The notebook artifact: encoder, index kind and the notebooks' statements (the data files)
+    "eren_index": Stage(("eren.encoder", "eren.index", "eren.data")),
+    # ES/BP/EQ per dataset and method: the reader, its dtype, k and the seeded subsample of evaluated records
+    "eren_eval": Stage(("seed", "eren.reader", "eren.k", "eren.methods", "eren.n_records", "hardware.dtype"),
+                       ("eren_index",)),
+    # recall@k and latency against notebook size (own notebooks); the reader keys serve reader_queries > 0
+    "eren_scaling": Stage(("seed", "eren.encoder", "eren.scaling", "eren.reader", "eren.k", "hardware.dtype")),
+    # EREN on the run's robustness cases (Table 1's EREN row); notebook built from the cases' statements
+    "eren_suite": Stage(("seed", "eren.encoder", "eren.index", "eren.reader", "eren.k", "eren.suite",
+                         "eval.long_id_passages", "hardware.dtype"), ("cases",)),
 }
 
 
