@@ -16,6 +16,7 @@ include: "rules/stats.smk"
 include: "rules/rome.smk"
 include: "rules/rep.smk"
 include: "rules/analysis.smk"
+include: "rules/eren.smk"
 include: "rules/tracking.smk"
 
 
@@ -28,3 +29,4 @@ rule all:
         f"{RESULTS}/tables/table1.csv",
         f"{RESULTS}/tables/gate_threshold.csv",
         ANALYSIS_FIGURES,
+        EREN_TARGETS,

@@ -1,0 +1,175 @@
+# EREN (notes + retriever + reader): the notebook index, ES/BP/EQ on CounterFact-Hard and FEVER (EREN's
+# Table 3), retrieval against notebook size, and EREN on the run's robustness cases (Table 1's EREN row).
+# eren_index, eren_eval and eren_scaling do not read the edit model, so runs that differ only in the model
+# share their hash: each distinct stage directory is planned once, under the first such run's model.
+
+EREN_DATASETS = ("cfh", "fever")
+EREN_NOTEBOOK_FILES = ("index.faiss", "notes.json", "meta.json")
+
+
+def _one_run_per_hash(stage):
+    """The first run config of every distinct `stage` directory hash."""
+    seen, out = set(), []
+    for c in CFGS:
+        h = stage_hash(c, stage)
+        if h not in seen:
+            seen.add(h)
+            out.append(c)
+    return out
+
+
+EREN_EVAL_CFGS = _one_run_per_hash("eren_eval")
+EREN_SCALING_CFGS = _one_run_per_hash("eren_scaling")
+EREN_TABLES = [f"{RESULTS}/tables/eren.csv", f"{RESULTS}/tables/eren_scaling.csv", f"{RESULTS}/figures/eren_scaling.png"]
+# Table 1's EREN row per run: the suite on eval.report_split (the path table1 reads)
+EREN_SUITE_SUMMARIES = [stage_dir(c, "eren_suite") / f"{c['eval']['report_split']}.summary.json" for c in CFGS]
+EREN_TARGETS = EREN_TABLES + EREN_SUITE_SUMMARIES
+
+
+def eren_reader(stage):
+    """Input function: the prepared reader model (eren.reader) of the run behind a stage directory."""
+    return lambda w: f"{MODELS}/{RUN_OF[(stage, w.model, w.hash)]['eren']['reader']}/SOURCE.json"
+
+
+wildcard_constraints:
+    eren_dataset="|".join(EREN_DATASETS),
+
+
+rule eren_index:
+    input:
+        manifest=f"{DATA}/MANIFEST.json",
+    output:
+        [f"{RESULTS}/{{model}}/eren_index/{{hash}}/{d}/{f}" for d in EREN_DATASETS for f in EREN_NOTEBOOK_FILES],
+        report=f"{RESULTS}/{{model}}/eren_index/{{hash}}/index.json",
+    params:
+        py=PY,
+        overrides=overrides_for("eren_index"),
+    conda:
+        "../env.yaml"
+    threads: MODEL_THREADS
+    log:
+        f"{RESULTS}/{{model}}/eren_index/{{hash}}/logs/eren_index.log",
+    benchmark:
+        f"{RESULTS}/{{model}}/eren_index/{{hash}}/benchmarks/eren_index.tsv"
+    resources:
+        mem_mb=4000,
+        gpus=gpus,
+    shell:
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py} scripts/eren_index.py {params.overrides} > {log} 2>&1"
+
+
+rule eren_eval:
+    input:
+        notebook=lambda w: [stage_dir(RUN_OF[("eren_eval", w.model, w.hash)], "eren_index") / w.eren_dataset / f
+                            for f in EREN_NOTEBOOK_FILES],
+        reader=eren_reader("eren_eval"),
+        manifest=f"{DATA}/MANIFEST.json",
+    output:
+        per_item=f"{RESULTS}/{{model}}/eren_eval/{{hash}}/{{eren_dataset}}.items.jsonl",
+        summary=f"{RESULTS}/{{model}}/eren_eval/{{hash}}/{{eren_dataset}}.summary.json",
+    params:
+        py=PY,
+        overrides=overrides_for("eren_eval"),
+    conda:
+        "../env.yaml"
+    threads: MODEL_THREADS
+    log:
+        f"{RESULTS}/{{model}}/eren_eval/{{hash}}/logs/{{eren_dataset}}.log",
+    benchmark:
+        f"{RESULTS}/{{model}}/eren_eval/{{hash}}/benchmarks/{{eren_dataset}}.tsv"
+    resources:
+        mem_mb=4000,
+        gpus=gpus,
+    shell:
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py} scripts/eren_eval.py {params.overrides} job.dataset={wildcards.eren_dataset} > {log} 2>&1"
+
+
+rule eren_table:
+    input:
+        summaries=[stage_dir(c, "eren_eval") / f"{d}.summary.json" for c in EREN_EVAL_CFGS for d in EREN_DATASETS],
+    output:
+        csv=report(f"{RESULTS}/tables/eren.csv", caption="../report/eren.rst", category="Tables"),
+        md=f"{RESULTS}/tables/eren.md",
+    params:
+        py=PY,
+    conda:
+        "../env.yaml"
+    log:
+        f"{RESULTS}/logs/eren_table.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/eren_table.tsv"
+    shell:
+        "{params.py} scripts/make_eren_table.py --out-csv {output.csv} --out-md {output.md} {input.summaries} > {log} 2>&1"
+
+
+rule eren_scaling:
+    input:
+        reader=eren_reader("eren_scaling"),
+        manifest=f"{DATA}/MANIFEST.json",
+    output:
+        scaling=f"{RESULTS}/{{model}}/eren_scaling/{{hash}}/scaling.json",
+        per_item=f"{RESULTS}/{{model}}/eren_scaling/{{hash}}/scaling.items.jsonl",
+    params:
+        py=PY,
+        overrides=overrides_for("eren_scaling"),
+    conda:
+        "../env.yaml"
+    threads: MODEL_THREADS
+    log:
+        f"{RESULTS}/{{model}}/eren_scaling/{{hash}}/logs/eren_scaling.log",
+    benchmark:
+        f"{RESULTS}/{{model}}/eren_scaling/{{hash}}/benchmarks/eren_scaling.tsv"
+    resources:
+        mem_mb=6000,
+        gpus=gpus,
+    shell:
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py} scripts/eren_scaling.py {params.overrides} > {log} 2>&1"
+
+
+rule eren_scaling_plot:
+    input:
+        scalings=[stage_dir(c, "eren_scaling") / "scaling.json" for c in EREN_SCALING_CFGS],
+    output:
+        csv=report(f"{RESULTS}/tables/eren_scaling.csv", caption="../report/eren_scaling.rst", category="Tables"),
+        png=report(f"{RESULTS}/figures/eren_scaling.png", caption="../report/eren_scaling.rst", category="Figures"),
+        fig_csv=f"{RESULTS}/figures/eren_scaling.csv",
+    params:
+        py=PY,
+    conda:
+        "../env.yaml"
+    log:
+        f"{RESULTS}/logs/eren_scaling_plot.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/eren_scaling_plot.tsv"
+    shell:
+        "{params.py} scripts/make_eren_scaling.py --out-csv {output.csv} --out-png {output.png}"
+        " --out-fig-csv {output.fig_csv} {input.scalings} > {log} 2>&1"
+
+
+rule eren_suite:
+    input:
+        cases=lambda w: stage_dir(RUN_OF[("eren_suite", w.model, w.hash)], "cases") / f"{w.split}.jsonl",
+        reader=eren_reader("eren_suite"),
+    output:
+        results=f"{RESULTS}/{{model}}/eren_suite/{{hash}}/{{split}}.results.jsonl",
+        summary=f"{RESULTS}/{{model}}/eren_suite/{{hash}}/{{split}}.summary.json",
+    params:
+        py=PY,
+        overrides=overrides_for("eren_suite"),
+    conda:
+        "../env.yaml"
+    threads: MODEL_THREADS
+    log:
+        f"{RESULTS}/{{model}}/eren_suite/{{hash}}/logs/{{split}}.log",
+    benchmark:
+        f"{RESULTS}/{{model}}/eren_suite/{{hash}}/benchmarks/{{split}}.tsv"
+    resources:
+        mem_mb=4000,
+        gpus=gpus,
+    shell:
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py} scripts/eren_suite.py {params.overrides} job.split={wildcards.split} > {log} 2>&1"
+
+
+rule eren:
+    input:
+        EREN_TARGETS,

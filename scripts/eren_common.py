@@ -1,0 +1,54 @@
+"""Shared setup of the EREN stage scripts (not a stage): the encoder, the reader and the data sets,
+each built from the composed config with an explicit device."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from robustedit.errors import ConfigError
+
+
+def reader_dir(cfg: dict) -> Path:
+    """The prepared model folder of the reader (eren.reader), made by the prepare_model rule."""
+    return Path(cfg["paths"]["models"]) / cfg["eren"]["reader"]
+
+
+def load_encoder_from(cfg: dict):
+    """The notebook encoder (eren.encoder) on hardware.device."""
+    from robustedit.eren.encoder import load_encoder
+
+    return load_encoder(cfg["eren"]["encoder"], device=cfg["hardware"]["device"],
+                        batch_size=cfg["eren"]["encoder_batch_size"])
+
+
+def load_reader_from(cfg: dict):
+    """The reader (eren.reader) on hardware.device in hardware.dtype, hardware.batch_size prompts per batch,
+    wrapped so the stage can report how many generations it ran and how long they took."""
+    from robustedit.eren.reader import TimedReader, load_chat_reader
+
+    hw = cfg["hardware"]
+    return TimedReader(load_chat_reader(reader_dir(cfg), device=hw["device"], dtype=hw["dtype"],
+                                        batch_size=hw["batch_size"]))
+
+
+def dataset_items(cfg: dict, store, dataset: str) -> tuple[str, list[dict], list[str], dict]:
+    """(task, evaluation items, every edit statement of the data set, counts) for eren_eval.
+
+    The items come from the seeded subsample of eren.n_records records (FEVER: edit and check records
+    alike, as robustedit.eren.evaluate.run_fever); the statements are all of the data set's edits.
+    """
+    from robustedit.eren.data import edit_statements, load_counterfact_hard, load_fever, subsample
+    from robustedit.eren.evaluate import counterfact_hard_items, fever_items
+
+    n, seed = cfg["eren"]["n_records"], cfg["seed"]
+    if dataset == "cfh":
+        records = load_counterfact_hard(store.path(cfg["eren"]["data"]["cfh"]))
+        chosen = subsample(records, n, seed)
+        return "qa", counterfact_hard_items(chosen), edit_statements(records), {
+            "n_records": len(records), "n_records_evaluated": len(chosen)}
+    if dataset == "fever":
+        edits, checks = load_fever(store.path(cfg["eren"]["data"]["fever"]))
+        chosen_e = subsample(edits, n, seed, "eren_fever_edits")
+        chosen_c = subsample(checks, n, seed, "eren_fever_checks")
+        return "nli", fever_items(chosen_e, chosen_c), edit_statements(edits), {
+            "n_records": len(edits), "n_records_evaluated": len(chosen_e), "n_checks_evaluated": len(chosen_c)}
+    raise ConfigError(f"job.dataset={dataset!r} is not an EREN data set; use one of {sorted(cfg['eren']['data'])}")
