@@ -86,7 +86,7 @@ def test_gemma_cases_land_in_their_own_directory(tmp_path):
 
 
 STAGE_ORDER = ["cases", "stats", "templates", "rome", "eval_rome", "rep", "eval_rep", "fig_keys", "fig_unrelated",
-               "fig_values", "tables", "figures"]
+               "fig_values", "eren_index", "eren_eval", "eren_scaling", "eren_suite", "tables", "figures"]
 
 
 def planned_outputs(tmp_path, *config):

@@ -14,10 +14,12 @@ from conftest import REPO, model_dir
 pytestmark = pytest.mark.integration
 PY = sys.executable
 # two known valid cases, few steps and templates: the full DAG (cases -> stats -> templates -> rome ->
-# eval_rome -> rep -> eval_rep -> tables) in a few minutes on two CPU cores
+# eval_rome -> rep -> eval_rep -> tables, and the EREN stages on a few records) in a few minutes on two CPU cores
 SMALL = ("data.max_cases=4 data.splits=[valid] eval.report_split=valid stats.n_samples=40 "
          "rome.v_num_grad_steps=4 rome.templates.length_params=[[5,5]] rome.batch_cases=1 rep.train.steps=3 "
-         "rep.sweep_thresholds=[0.5,0.9] data.long_context.n_held=2")
+         "rep.sweep_thresholds=[0.5,0.9] data.long_context.n_held=2 "
+         "eren.n_records=1 eren.scaling.sizes=[20,50] eren.scaling.max_queries=20 eren.scaling.n_latency=5 "
+         "eren.scaling.reader_queries=2")
 OUTPUTS = ["tables/table1.csv", "tables/table1.md", "tables/gate_threshold.csv"]
 
 
