@@ -35,8 +35,8 @@ for _ovr, _cfg in zip(RUNS, CFGS):
         OVERRIDES[_key], RUN_OF[_key] = _ovr, _cfg
 MODEL_CFGS = {c["model"]["name"]: (r, c) for r, c in zip(RUNS, CFGS)}
 
-# Evaluation stages whose <report_split>.summary.json become rows of Table 1.
-TABLE1_STAGES = ["eval_rome", "eval_rep"]
+# Evaluation stages whose <report_split>.summary.json become rows of Table 1 (EREN: the reader on the same cases).
+TABLE1_STAGES = ["eval_rome", "eval_rep", "eren_suite"]
 
 # The gate-threshold ablation: each run again with every rep.sweep_thresholds value. Only eval_rep
 # reads the threshold, so these configs share every other stage directory with their run.

@@ -111,6 +111,7 @@ def test_changing_only_the_gate_threshold_reruns_only_evaluation(tmp_path):
     base = 1 + max(p.stat().st_mtime for p in [REPO / "resources/models/smollm2-135m/SOURCE.json",
                                                 REPO / "resources/data/MANIFEST.json"])
     jobs = planned_outputs(tmp_path)
+    assert "prepare_model" not in {r for r, _ in jobs}  # never fake (overwrite) a real model folder
     assert {"cases", "stats", "templates", "rome", "eval_rome", "rep", "eval_rep"} <= {r for r, _ in jobs}
     for rule, outs in jobs:
         rank = next(i for i, s in enumerate(STAGE_ORDER) if f"/{s}/" in outs[0] or f"/{s}" in outs[0])
