@@ -20,8 +20,11 @@ install: $(VENV)/.installed
 models: install
 	$(SNAKEMAKE) --cores all prepare_models
 
+# Every table and figure, the offline wandb runs, then the HTML report. Targets come before $(ARGS),
+# because `--config` takes every argument after it.
 run: install
-	$(SNAKEMAKE) --cores all $(ARGS)
+	$(SNAKEMAKE) --cores all all wandb_log $(ARGS)
+	$(SNAKEMAKE) --report results/report.html $(ARGS)
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)

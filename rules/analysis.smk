@@ -1,12 +1,6 @@
 # Analysis figures (REP paper Figures 3-5): per run, a model-loading stage writes CSVs under
 # results/<model>/fig_*/<hash>/ for analysis.split; a plotting rule gathers every run into results/figures/.
 
-def _run_labels():
-    """Panel label per run: the model name, plus the run's overrides when two runs share a model."""
-    names = [c["model"]["name"] for c in CFGS]
-    return [n if names.count(n) == 1 else f"{n} [{' '.join(r)}]" for n, r in zip(names, RUNS)]
-
-
 RUN_LABELS = _run_labels()
 FIG_FILES = {  # per-run stage outputs: stage -> file suffixes
     "fig_keys": ("similarity.csv", "pca.csv"),
@@ -15,11 +9,6 @@ FIG_FILES = {  # per-run stage outputs: stage -> file suffixes
 }
 ANALYSIS_FIGURES = [f"{RESULTS}/figures/{name}.png" for name in ("key_similarity", "key_pca", "unrelated_keys",
                                                                  "value_norms")]
-
-
-def fig_inputs(stage, suffix):
-    """One per-run CSV of `stage` for every run (its analysis.split)."""
-    return [stage_dir(c, stage) / f"{c['analysis']['split']}.{suffix}" for c in CFGS]
 
 
 rule fig_keys:

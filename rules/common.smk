@@ -64,3 +64,31 @@ def overrides_for(stage):
             raise ValueError(f"no configured run produces {stage} outputs {key}; add it to `runs`")
         return " ".join(shlex.quote(o) for o in OVERRIDES[key])
     return get
+
+
+# Helpers of rules/analysis.smk and rules/eren.smk (Snakemake's linter wants functions here).
+def _run_labels():
+    """Panel label per run: the model name, plus the run's overrides when two runs share a model."""
+    names = [c["model"]["name"] for c in CFGS]
+    return [n if names.count(n) == 1 else f"{n} [{' '.join(r)}]" for n, r in zip(names, RUNS)]
+
+
+def fig_inputs(stage, suffix):
+    """One per-run CSV of `stage` for every run (its analysis.split)."""
+    return [stage_dir(c, stage) / f"{c['analysis']['split']}.{suffix}" for c in CFGS]
+
+
+def _one_run_per_hash(stage):
+    """The first run config of every distinct `stage` directory hash."""
+    seen, out = set(), []
+    for c in CFGS:
+        h = stage_hash(c, stage)
+        if h not in seen:
+            seen.add(h)
+            out.append(c)
+    return out
+
+
+def eren_reader(stage):
+    """Input function: the prepared reader model (eren.reader) of the run behind a stage directory."""
+    return lambda w: f"{MODELS}/{RUN_OF[(stage, w.model, w.hash)]['eren']['reader']}/SOURCE.json"

@@ -7,28 +7,12 @@ EREN_DATASETS = ("cfh", "fever")
 EREN_NOTEBOOK_FILES = ("index.faiss", "notes.json", "meta.json")
 
 
-def _one_run_per_hash(stage):
-    """The first run config of every distinct `stage` directory hash."""
-    seen, out = set(), []
-    for c in CFGS:
-        h = stage_hash(c, stage)
-        if h not in seen:
-            seen.add(h)
-            out.append(c)
-    return out
-
-
 EREN_EVAL_CFGS = _one_run_per_hash("eren_eval")
 EREN_SCALING_CFGS = _one_run_per_hash("eren_scaling")
 EREN_TABLES = [f"{RESULTS}/tables/eren.csv", f"{RESULTS}/tables/eren_scaling.csv", f"{RESULTS}/figures/eren_scaling.png"]
 # Table 1's EREN row per run: the suite on eval.report_split (the path table1 reads)
 EREN_SUITE_SUMMARIES = [stage_dir(c, "eren_suite") / f"{c['eval']['report_split']}.summary.json" for c in CFGS]
-EREN_TARGETS = EREN_TABLES + EREN_SUITE_SUMMARIES
-
-
-def eren_reader(stage):
-    """Input function: the prepared reader model (eren.reader) of the run behind a stage directory."""
-    return lambda w: f"{MODELS}/{RUN_OF[(stage, w.model, w.hash)]['eren']['reader']}/SOURCE.json"
+EREN_TARGETS = [*EREN_TABLES, *EREN_SUITE_SUMMARIES]
 
 
 wildcard_constraints:

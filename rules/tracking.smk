@@ -1,10 +1,12 @@
 # Weights & Biases: log every run's config, Table 1 metrics, tables and figures once they exist.
 #   snakemake --cores all wandb_log                                         # offline, under results/wandb
 #   snakemake --cores all wandb_log --config overrides="tracking.mode=online"   # needs `wandb login`
-# Not part of `all`. The marker is not rebuilt when only tracking.* changes: add --forcerun wandb_log.
+# Not part of `all` (`make run` asks for it). The marker is not rebuilt when only tracking.* changes:
+# add --forcerun wandb_log.
 
-TRACKED_TABLES = [f"{RESULTS}/tables/table1.csv", f"{RESULTS}/tables/gate_threshold.csv"]
-TRACKED_FIGURES = [f"{RESULTS}/figures/gate_threshold.png"] + ANALYSIS_FIGURES
+TRACKED_TABLES = [f"{RESULTS}/tables/table1.csv", f"{RESULTS}/tables/gate_threshold.csv",
+                  f"{RESULTS}/tables/eren.csv", f"{RESULTS}/tables/eren_scaling.csv"]
+TRACKED_FIGURES = [f"{RESULTS}/figures/gate_threshold.png", f"{RESULTS}/figures/eren_scaling.png", *ANALYSIS_FIGURES]
 
 
 rule wandb_log:
@@ -17,7 +19,7 @@ rule wandb_log:
         marker=f"{RESULTS}/wandb/wandb_log.json",
     params:
         py=PY,
-        runs=" ".join("--run " + shlex.quote(" ".join(shlex.quote(o) for o in r)) for r in RUNS),
+        runs=" ".join(f"--run {shlex.quote(shlex.join(r))}" for r in RUNS),
         stages=" ".join(TABLE1_STAGES),
     conda:
         "../env.yaml"

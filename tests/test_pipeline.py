@@ -126,3 +126,9 @@ def test_changing_only_the_gate_threshold_reruns_only_evaluation(tmp_path):
     assert {r for r, _ in rerun} >= {"eval_rep", "table1"}
     new_eval = [o for r, outs in rerun if r == "eval_rep" for o in outs]
     assert len(new_eval) == 4  # results + summary for the valid and test splits at threshold 0.42
+
+
+def test_snakemake_lint_is_clean():
+    res = run(SNAKEMAKE + ["--lint"])
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "your workflow is in a good condition" in res.stdout + res.stderr, res.stdout + res.stderr

@@ -1,0 +1,115 @@
+"""Time the whole single-edit protocol (ROME edit + evaluation before and after) on real cases.
+
+    .venv/bin/python benchmarks/bench_protocol.py --n-cases 16 --split test [--overrides model=smollm2-135m]
+
+Reads the default run's artifacts (cases, the second moment C, the context templates; run `make run`
+or at least `snakemake --cores all <stats and templates outputs>` first) and runs, on the first N cases:
+  sequential: one case at a time, as the reference does: ROME for that case (batch of 1, no prefix
+              reuse), then its evaluation with the edit written into the weights and restored
+              (evaluate_cases mode="sequential"), unedited scores computed per case;
+  batched:    the pipeline's path: ROME rome.batch_cases at a time with the lower layers reused, then
+              one batched evaluation (per-row rank-one deltas, packed item + alternative rows).
+Both use the same algorithm settings (21 templates, up to 25 v* steps, early stop at 0.05). Prints
+wall and CPU seconds per case for each phase, the ratio, the ratio to the reference's 60 s per case
+(REP's released code on this CPU, SmolLM2-135M, layer 4), and whether the two paths give the same
+metrics. Wall time is what a user waits; CPU time is less distorted when other jobs share the machine.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+from common import compose, model_dir, stage_dir  # noqa: E402
+
+from robustedit.evaluate import evaluate_cases, summarise  # noqa: E402
+from robustedit.io import read_json, read_jsonl  # noqa: E402
+from robustedit.models.load import load_model  # noqa: E402
+from robustedit.rome.compute_u import MomentSolver  # noqa: E402
+from robustedit.rome.execute import execute_rome_detailed  # noqa: E402
+from robustedit.rome.hparams import ROMEHyperParams  # noqa: E402
+
+REFERENCE_S_PER_CASE = 60.0  # REP's code, patched only to run offline: v* 33 s + evaluation 26 s (issue 3)
+METRICS = ("exact_match", "token_mean_acc", "prob_compare")
+
+
+def timed(fn):
+    t, c = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - t, time.process_time() - c
+
+
+def requests_of(cases):
+    return [{k: c[k] for k in ("case_id", "prompt", "subject", "target_new")} for c in cases]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n-cases", type=int, default=16)
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--overrides", nargs="*", default=[], help="Hydra overrides of the run whose artifacts to use")
+    ap.add_argument("--threads", type=int, default=2)  # the machine has 2 cores
+    ap.add_argument("--modes", default="sequential,batched")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    cfg = compose(args.overrides)
+    hw, layer = cfg["hardware"], cfg["model"]["layer"]
+    cases = read_jsonl(stage_dir(cfg, "cases") / f"{args.split}.jsonl")[: args.n_cases]
+    templates = read_json(stage_dir(cfg, "templates") / "templates.json")
+    solver = MomentSolver(torch.load(stage_dir(cfg, "stats") / "mom2.pt", weights_only=True)["moment"])
+    lm = load_model(model_dir(cfg), cfg["model"], "cpu", hw["dtype"])
+    hp = ROMEHyperParams.from_config(cfg["rome"])
+    run = dict(model=lm.model, tok=lm.tokenizer, arch=lm.arch, batch_size=hw["batch_size"], device="cpu",
+               max_length=cfg["eval"]["max_length"], long_id_passages=cfg["eval"]["long_id_passages"])
+    n = len(cases)
+    print(f"{cfg['model']['name']} layer {layer}, {n} {args.split} cases, {hp.n_templates} templates, "
+          f"{hp.v_num_grad_steps} v* steps, threads {args.threads}", flush=True)
+
+    results, times = {}, {}
+    if "sequential" in args.modes:
+        hp1 = dataclasses.replace(hp, batch_cases=1, reuse_lower_layers=False, cache_prefix=False)
+        per_case, t_edit, t_eval = [], [0.0, 0.0], [0.0, 0.0]
+        for case in cases:
+            (edit_res,), *te = timed(lambda: execute_rome_detailed(
+                lm.model, lm.tokenizer, lm.arch, requests_of([case]), solver, templates, hp1, "cpu", layer))
+            res, *tv = timed(lambda: evaluate_cases(cases=[case], edits=[edit_res[0]], mode="sequential", **run))
+            per_case += res
+            t_edit = [a + b for a, b in zip(t_edit, te)]
+            t_eval = [a + b for a, b in zip(t_eval, tv)]
+        results["sequential"], times["sequential"] = per_case, (t_edit, t_eval)
+    if "batched" in args.modes:
+        edits, *te = timed(lambda: execute_rome_detailed(
+            lm.model, lm.tokenizer, lm.arch, requests_of(cases), solver, templates, hp, "cpu", layer))
+        res, *tv = timed(lambda: evaluate_cases(cases=cases, edits=[e for e, _ in edits], mode="batched", **run))
+        results["batched"], times["batched"] = res, (te, tv)
+
+    for mode, ((ew, ec), (vw, vc)) in times.items():
+        print(f"{mode:>10}: edit {ew / n:6.2f} s/case (cpu {ec / n:6.2f}) | evaluation pre+post {vw / n:6.2f} s/case "
+              f"(cpu {vc / n:6.2f}) | protocol {(ew + vw) / n:6.2f} s/case, {n / (ew + vw):.3f} cases/s, "
+              f"{REFERENCE_S_PER_CASE * n / (ew + vw):.1f}x the reference's {REFERENCE_S_PER_CASE:.0f} s/case", flush=True)
+    if len(times) == 2:
+        (s_e, s_v), (b_e, b_v) = times["sequential"], times["batched"]
+        print(f"batched / sequential: edit {s_e[0] / b_e[0]:.2f}x, evaluation {s_v[0] / b_v[0]:.2f}x, "
+              f"protocol {(s_e[0] + s_v[0]) / (b_e[0] + b_v[0]):.2f}x (wall); "
+              f"protocol {(s_e[1] + s_v[1]) / (b_e[1] + b_v[1]):.2f}x (cpu)")
+        for stage in ("pre", "post"):
+            for metric in METRICS:
+                a = summarise(results["sequential"], metric, "micro", stage=stage)["columns"]
+                b = summarise(results["batched"], metric, "micro", stage=stage)["columns"]
+                diff = max(abs(a[k] - b[k]) for k in a)
+                print(f"{stage}/{metric}/micro: max |sequential - batched| over columns = {diff:.2f} points")
+    for mode, res in results.items():
+        cols = summarise(res, "exact_match", "micro")["columns"]
+        print(f"{mode} exact_match@1 micro (post):", {k: round(v, 1) for k, v in cols.items()})
+
+
+if __name__ == "__main__":
+    main()
