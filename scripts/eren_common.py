@@ -27,7 +27,7 @@ def load_reader_from(cfg: dict):
 
     hw = cfg["hardware"]
     return TimedReader(load_chat_reader(reader_dir(cfg), device=hw["device"], dtype=hw["dtype"],
-                                        batch_size=hw["batch_size"]))
+                                        batch_size=hw["batch_size"], progress=True))
 
 
 def dataset_items(cfg: dict, store, dataset: str) -> tuple[str, list[dict], list[str], dict]:

@@ -78,14 +78,16 @@ class ChatReader:
     """A causal LM with its tokenizer, generating greedily in left-padded, length-sorted batches."""
 
     def __init__(self, model, tokenizer, device: str | torch.device = "cpu", batch_size: int = 16,
-                 use_chat_template: bool | None = None):
+                 use_chat_template: bool | None = None, progress: bool = False):
         # 16 prompts per batch: EREN prompts are ~100-300 tokens, so this fits CPU memory easily.
+        # progress: a tqdm bar over batches on stderr (the pipeline's stages turn it on for their logs).
         if batch_size < 1:
             raise ConfigError(f"reader batch_size must be >= 1, got {batch_size}")
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
         self.device = torch.device(device)
         self.batch_size = batch_size
+        self.progress = progress
         has_template = bool(getattr(tokenizer, "chat_template", None))
         if use_chat_template and not has_template:
             raise ConfigError("use_chat_template=True but the reader's tokenizer has no chat template")
@@ -107,7 +109,12 @@ class ChatReader:
         # Batch prompts of similar length together (less padding); outputs are restored to input order.
         order = sorted(range(len(texts_all)), key=lambda i: len(texts_all[i]))
         outputs: list[str] = [""] * len(texts_all)
-        for start in range(0, len(order), self.batch_size):
+        starts = range(0, len(order), self.batch_size)
+        if self.progress and len(starts) > 1:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc=f"reader ({len(order)} prompts)", unit="batch", mininterval=10)
+        for start in starts:
             idx = order[start:start + self.batch_size]
             texts = [texts_all[i] for i in idx]
             # With a chat template the text already holds any BOS the model expects.
@@ -122,7 +129,8 @@ class ChatReader:
 
 
 def load_chat_reader(model_dir: str | Path, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32",
-                     batch_size: int = 16, use_chat_template: bool | None = None) -> ChatReader:
+                     batch_size: int = 16, use_chat_template: bool | None = None,
+                     progress: bool = False) -> ChatReader:
     """Load a prepared local model folder (e.g. resources/models/smollm2-135m) as a reader.
 
     `device` follows robustedit.models.load.resolve_device ("cuda" without a GPU is an error).
@@ -144,4 +152,5 @@ def load_chat_reader(model_dir: str | Path, device: str | torch.device = "cpu", 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
     for p in model.parameters():
         p.requires_grad_(False)
-    return ChatReader(model, tok, device=device, batch_size=batch_size, use_chat_template=use_chat_template)
+    return ChatReader(model, tok, device=device, batch_size=batch_size, use_chat_template=use_chat_template,
+                      progress=progress)
