@@ -12,6 +12,7 @@ from conftest import tiny_gemma, tiny_model_cfg
 from robustedit.edits import RankOneEdit
 from robustedit.errors import RecordError
 from robustedit.evaluate import build_items, encode_item, evaluate_cases, gathered_logits, score_items, summarise
+from robustedit.evaluate.scoring import length_batches
 from robustedit.batching import right_pad
 from robustedit.models.arch import Architecture
 
@@ -128,6 +129,9 @@ def test_scores_equal_unpadded_reference_even_with_left_padding_tokenizer(reques
     try:
         enc = [encode_item(tok, p, t) for p, t in pairs]
         got = score_items(model, arch_for(family), enc, batch_size=3, device="cpu")
+        # the two short items share a right-padded batch (the passage gets its own: length_batches)
+        assert [0, 2] in [sorted(b) for b in length_batches([len(e.input_ids) for e in enc], 3)]
+        assert len(enc[0].input_ids) != len(enc[2].input_ids)
     finally:
         tok.padding_side = old_side
     for (prompt, target), e, s in zip(pairs, enc, got):

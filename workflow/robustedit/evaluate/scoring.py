@@ -114,13 +114,25 @@ def score_batch(model, arch, items: Sequence[EncodedItem], device) -> list[ItemS
     return out
 
 
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Row indices in batches of at most batch_size, longest first; a row less than half as long as its
+    batch's first row starts a new batch, so padding never exceeds half a batch (one long-context row
+    would otherwise make 15 short rows cost its length each)."""
+    batches: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        if not batches or len(batches[-1]) == batch_size or 2 * lengths[i] < lengths[batches[-1][0]]:
+            batches.append([])
+        batches[-1].append(i)
+    return batches
+
+
 RowContext = Callable[[torch.Tensor], ContextManager[None]]
 
 
 def score_items(model, arch, items: Sequence[EncodedItem], batch_size: int, device,
                 row_context: RowContext | None = None, row_case: Sequence[int] | None = None,
                 pack: bool = True) -> list[ItemScore]:
-    """Scores in the order of `items`. Rows are batched longest first (less padding).
+    """Scores in the order of `items`. Rows are batched longest first (length_batches: less padding).
 
     With `row_context`, each batch runs inside `row_context(case index of each row)`, which is how
     per-row edits (EditBatch.for_rows) are applied; `row_case[i]` is item i's case index.
@@ -140,11 +152,9 @@ def score_items(model, arch, items: Sequence[EncodedItem], batch_size: int, devi
     else:
         rows = [None] * len(items)
     lengths = [len(r) if pack else len(items[i].input_ids) for i, r in enumerate(rows)]
-    order = sorted(range(len(rows)), key=lambda i: -lengths[i])
     scores: list[ItemScore | None] = [None] * len(items)
     with torch.no_grad():
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
+        for chunk in length_batches(lengths, batch_size):
             first_item = [rows[i].items[0] if pack else i for i in chunk]
             ctx = (row_context(torch.as_tensor([row_case[i] for i in first_item], dtype=torch.long, device=device))
                    if row_context is not None else contextlib.nullcontext())
