@@ -7,7 +7,8 @@ import torch
 from robustedit.errors import ConfigError, RecordError
 from robustedit.hooks import capture_input
 from robustedit.rep import build_pool, collect_training_keys, pool_from_case
-from robustedit.rep.keys import encode_with_span, read_all_keys, read_keys
+from robustedit.rep.keys import read_all_keys, read_keys
+from robustedit.tokens import encode_with_span
 from robustedit.tokens import subject_last_index
 
 PROMPT = "The mother tongue of Danielle Darrieux is"
@@ -71,7 +72,7 @@ def test_span_index_equals_subject_last_index_at_first_occurrence(tok_name, requ
     tok = request.getfixturevalue(tok_name)
     original, pool = build_pool(PROMPT, SUBJECT, TEMPLATES, REPH, SHUF)
     for it in [original] + pool:
-        ids, idx = encode_with_span(tok, it.text, it.span)
+        ids, idx = encode_with_span(tok, it.text, *it.span)
         assert ids == tok(it.text)["input_ids"]
         assert idx == subject_last_index(tok, it.text, it.variant)
 
@@ -81,7 +82,7 @@ def test_long_context_subject_found_after_the_passage(tok_name, request):
     tok = request.getfixturevalue(tok_name)
     _, pool = build_pool(PROMPT, SUBJECT, TEMPLATES, long_contexts=HELD[:1], long_context_aug=True)
     it = pool[-1]
-    ids, idx = encode_with_span(tok, it.text, it.span)
+    ids, idx = encode_with_span(tok, it.text, *it.span)
     first = subject_last_index(tok, it.text, SUBJECT)  # the occurrence inside the passage
     assert idx > first
     assert tok.decode(ids[:idx + 1]).endswith(f"{HELD[0]} The mother tongue of Danielle Darrieux")

@@ -25,17 +25,22 @@ def subject_span(text: str, subject: str, where: str = "") -> tuple[int, int]:
     return start, start + len(subject)
 
 
-def subject_last_index(tok, text: str, subject: str, where: str = "") -> int:
-    """Index (in `tok(text).input_ids`, special tokens included) of the subject's last token."""
-    start, end = subject_span(text, subject, where)
+def encode_with_span(tok, text: str, start: int, end: int, where: str = "") -> tuple[list[int], int]:
+    """Token ids of `text` (special tokens included) and the index of the last token overlapping
+    characters [start, end): the one rule every stage uses to find a subject's last token."""
     enc = tok(text, return_offsets_mapping=True)
     last = None
     for i, (s, e) in enumerate(enc["offset_mapping"]):
-        if e > s and s < end and e > start:  # token overlaps the subject (special tokens have s == e)
+        if e > s and s < end and e > start:  # token overlaps the span (special tokens have s == e)
             last = i
     if last is None:
-        raise _RecordError(f"{where}no token covers subject {subject!r} in {text!r}")
-    return last
+        raise _RecordError(f"{where}no token covers characters {start}:{end} ({text[start:end]!r}) of {text!r}")
+    return list(enc["input_ids"]), last
+
+
+def subject_last_index(tok, text: str, subject: str, where: str = "") -> int:
+    """Index (in `tok(text).input_ids`, special tokens included) of the subject's last token."""
+    return encode_with_span(tok, text, *subject_span(text, subject, where), where)[1]
 
 
 def subject_last_index_by_prefix(tok, text: str, subject: str, where: str = "") -> int:

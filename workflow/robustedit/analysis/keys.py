@@ -21,7 +21,8 @@ import torch
 import torch.nn as nn
 
 from ..errors import RecordError
-from ..rep.keys import PoolItem, build_pool, encode_with_span, read_keys
+from ..rep.keys import PoolItem, build_pool, read_keys
+from ..tokens import encode_with_span
 from ..rome.compute_u import MomentSolver, pad_id_of
 from .whiten import raw_cosine, whiten, whitened_cosine
 
@@ -80,7 +81,7 @@ def read_case_keys(model: nn.Module, tok, down_proj: nn.Module, cases: Sequence[
         per_case.append(labelled)
         owner += [ci] * (1 + len(labelled))
         items += [original] + [it for _, _, it in labelled]
-    enc = [encode_with_span(tok, it.text, it.span, f"case_id {cases[c].get('case_id')}: ")
+    enc = [encode_with_span(tok, it.text, *it.span, f"case_id {cases[c].get('case_id')}: ")
            for c, it in zip(owner, items)]
     order = sorted(range(len(enc)), key=lambda i: len(enc[i][0]))
     keys = read_keys(model, down_proj, [enc[i][0] for i in order], [enc[i][1] for i in order],

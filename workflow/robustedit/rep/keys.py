@@ -26,6 +26,7 @@ import torch.nn as nn
 from ..batching import right_pad
 from ..errors import ConfigError, RecordError
 from ..hooks import capture_input, run_until, stop_after
+from ..tokens import encode_with_span
 
 KINDS = ("original", "rephrase", "shuffle", "long")
 
@@ -97,20 +98,6 @@ def pool_from_case(case: dict, templates: Sequence[str], *, long_context_aug: bo
         raise RecordError(f"{where}missing field {e.args[0]!r} needed for REP training") from e
 
 
-def encode_with_span(tok, text: str, span: tuple[int, int], where: str = "") -> tuple[list[int], int]:
-    """Token ids of `text` (special tokens included) and the index of the last token overlapping `span`.
-    Same rule as tokens.subject_last_index, but at a given occurrence instead of the first."""
-    start, end = span
-    enc = tok(text, return_offsets_mapping=True)
-    last = None
-    for i, (s, e) in enumerate(enc["offset_mapping"]):
-        if e > s and s < end and e > start:  # special tokens have s == e
-            last = i
-    if last is None:
-        raise RecordError(f"{where}no token covers characters {start}:{end} ({text[start:end]!r}) of {text!r}")
-    return list(enc["input_ids"]), last
-
-
 def _batches(model: nn.Module, down_proj: nn.Module, ids: Sequence[Sequence[int]], batch_rows: int,
              pad_id: int, device) -> Iterator[tuple[int, torch.Tensor, list[int]]]:
     """Yield (first row, down_proj inputs [b, L, D] as float32, lengths) for right-padded batches."""
@@ -161,7 +148,7 @@ def collect_training_keys(model: nn.Module, tok, down_proj: nn.Module, original:
     if not pool:
         raise RecordError(f"{where}empty REP training pool")
     items = [original] + list(pool)
-    enc = [encode_with_span(tok, it.text, it.span, where) for it in items]
+    enc = [encode_with_span(tok, it.text, *it.span, where) for it in items]
     ids, pos = [e[0] for e in enc], [e[1] for e in enc]
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0  # pad positions are masked and unread
     if not with_gate_data:

@@ -15,20 +15,14 @@ from typing import Sequence
 import torch
 
 from ..batching import right_pad
-from ..errors import ConfigError, RecordError
+from ..errors import ConfigError
 from ..hooks import capture_input, capture_output, run_until, stop_after
-from ..tokens import subject_span
+from ..tokens import encode_with_span, subject_span
 
 
 def last_token_in_span(tok, text: str, start: int, end: int, where: str = "") -> int:
     """Index in tok(text).input_ids of the last token overlapping characters [start, end)."""
-    last = None
-    for i, (s, e) in enumerate(tok(text, return_offsets_mapping=True)["offset_mapping"]):
-        if e > s and s < end and e > start:  # special tokens have s == e
-            last = i
-    if last is None:
-        raise RecordError(f"{where}no token covers characters {start}:{end} ({text[start:end]!r}) of {text!r}")
-    return last
+    return encode_with_span(tok, text, start, end, where)[1]
 
 
 def templated_prompt(template: str, prompt: str, subject: str, where: str = "") -> tuple[str, int, int]:
