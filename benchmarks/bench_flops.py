@@ -25,15 +25,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_protocol import REFERENCE_S_PER_CASE, requests_of  # noqa: E402
-from common import compose, model_dir, stage_dir  # noqa: E402
+from bench_protocol import REFERENCE_S_PER_CASE, load_run, requests_of  # noqa: E402
 
 from robustedit.evaluate import evaluate_cases  # noqa: E402
-from robustedit.io import read_json, read_jsonl  # noqa: E402
-from robustedit.models.load import load_model  # noqa: E402
-from robustedit.rome.compute_u import MomentSolver  # noqa: E402
 from robustedit.rome.execute import execute_rome_detailed  # noqa: E402
-from robustedit.rome.hparams import ROMEHyperParams  # noqa: E402
 
 MATMUL_NAMES = ("mm", "addmm", "bmm")
 TARGET_SPEEDUP = 5.0  # the target over the reference's 60 s per case
@@ -73,13 +68,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    cfg = compose(args.overrides)
+    cfg, cases, templates, solver, lm, hp = load_run(args.overrides, args.split, args.n_cases)
     hw, layer = cfg["hardware"], cfg["model"]["layer"]
-    cases = read_jsonl(stage_dir(cfg, "cases") / f"{args.split}.jsonl")[: args.n_cases]
-    templates = read_json(stage_dir(cfg, "templates") / "templates.json")
-    solver = MomentSolver(torch.load(stage_dir(cfg, "stats") / "mom2.pt", weights_only=True)["moment"])
-    lm = load_model(model_dir(cfg), cfg["model"], "cpu", hw["dtype"])
-    hp = ROMEHyperParams.from_config(cfg["rome"])
     n = len(cases)
 
     edits, e_flop = counted(lambda: execute_rome_detailed(

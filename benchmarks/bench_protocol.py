@@ -50,6 +50,16 @@ def requests_of(cases):
     return [{k: c[k] for k in ("case_id", "prompt", "subject", "target_new")} for c in cases]
 
 
+def load_run(overrides, split: str, n_cases: int):
+    """The artifacts of the run named by `overrides`: config, first n cases, templates, C, model, ROME settings."""
+    cfg = compose(overrides)
+    cases = read_jsonl(stage_dir(cfg, "cases") / f"{split}.jsonl")[:n_cases]
+    templates = read_json(stage_dir(cfg, "templates") / "templates.json")
+    solver = MomentSolver(torch.load(stage_dir(cfg, "stats") / "mom2.pt", weights_only=True)["moment"])
+    lm = load_model(model_dir(cfg), cfg["model"], "cpu", cfg["hardware"]["dtype"])
+    return cfg, cases, templates, solver, lm, ROMEHyperParams.from_config(cfg["rome"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-cases", type=int, default=16)
@@ -60,13 +70,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    cfg = compose(args.overrides)
+    cfg, cases, templates, solver, lm, hp = load_run(args.overrides, args.split, args.n_cases)
     hw, layer = cfg["hardware"], cfg["model"]["layer"]
-    cases = read_jsonl(stage_dir(cfg, "cases") / f"{args.split}.jsonl")[: args.n_cases]
-    templates = read_json(stage_dir(cfg, "templates") / "templates.json")
-    solver = MomentSolver(torch.load(stage_dir(cfg, "stats") / "mom2.pt", weights_only=True)["moment"])
-    lm = load_model(model_dir(cfg), cfg["model"], "cpu", hw["dtype"])
-    hp = ROMEHyperParams.from_config(cfg["rome"])
     run = dict(model=lm.model, tok=lm.tokenizer, arch=lm.arch, batch_size=hw["batch_size"], device="cpu",
                max_length=cfg["eval"]["max_length"], long_id_passages=cfg["eval"]["long_id_passages"])
     n = len(cases)
