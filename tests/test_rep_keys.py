@@ -8,8 +8,7 @@ from robustedit.errors import ConfigError, RecordError
 from robustedit.hooks import capture_input
 from robustedit.rep import build_pool, collect_training_keys, pool_from_case
 from robustedit.rep.keys import read_all_keys, read_keys
-from robustedit.tokens import encode_with_span
-from robustedit.tokens import subject_last_index
+from robustedit.tokens import encode_with_span, subject_last_index
 
 PROMPT = "The mother tongue of Danielle Darrieux is"
 SUBJECT = "Danielle Darrieux"

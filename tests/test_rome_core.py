@@ -16,11 +16,11 @@ from robustedit.hooks import capture_input, capture_output, edit_output
 from robustedit.models.arch import Architecture
 from robustedit.rome import (MomentSolver, ROMEHyperParams, compute_u, compute_v, execute_rome,
                              execute_rome_detailed, generate_context_templates, mean_template_keys)
-from robustedit.rome.compute_u import last_token_in_span, templated_prompt
+from robustedit.rome.compute_u import templated_prompt
 from robustedit.rome.compute_v import (build_batch, case_rows, final_hidden, logits_from_hidden, prepare_batch,
                                       select_cases)
 from robustedit.rome.templates import sample_continuations
-from robustedit.tokens import subject_last_index, target_token_ids
+from robustedit.tokens import encode_with_span, subject_last_index, target_token_ids
 
 LAYER = 1
 ARCH = {"llama": Architecture("llama", 4), "gemma3": Architecture("gemma3", 4)}
@@ -142,16 +142,16 @@ def test_subject_index_hand_picked(llama_tok, gemma_tok):
     # with the template "Therefore it. {}" both shift by 3 tokens (Therefore|it|.)
     for tok in (llama_tok, gemma_tok):
         text, s, e = templated_prompt("{}", CASES[0]["prompt"], "Danielle Darrieux")
-        assert last_token_in_span(tok, text, s, e) == 8
+        assert encode_with_span(tok, text, s, e)[1] == 8
         text, s, e = templated_prompt("Therefore it. {}", CASES[0]["prompt"], "Danielle Darrieux")
-        assert last_token_in_span(tok, text, s, e) == 11
+        assert encode_with_span(tok, text, s, e)[1] == 11
         assert tok.convert_ids_to_tokens(tok(text)["input_ids"])[11] == "ux"
 
 
 def test_subject_located_in_prompt_not_in_template(llama_tok):
     text, s, e = templated_prompt("Toko Yasuda met. {}", CASES[1]["prompt"], "Toko Yasuda")
     assert text.find("Toko Yasuda") < s  # the template holds the subject first
-    idx = last_token_in_span(llama_tok, text, s, e)
+    idx = encode_with_span(llama_tok, text, s, e)[1]
     assert idx > subject_last_index(llama_tok, text, "Toko Yasuda")
     assert llama_tok.decode(llama_tok(text)["input_ids"][: idx + 1]) == text[:e]
 

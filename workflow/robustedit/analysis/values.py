@@ -15,17 +15,12 @@ from typing import Sequence
 
 import torch
 
-from ..rome.compute_u import PromptRow, last_token_in_span, read_down_proj, templated_prompt
+from ..rome.compute_u import PromptRow, read_down_proj, templated_rows
 
 
 def bare_rows(tok, cases: Sequence[dict]) -> list[PromptRow]:
     """The bare prompt of each case and its subject-last index (where ROME reads k* and v_init)."""
-    rows = []
-    for c in cases:
-        where = f"case_id {c.get('case_id')}: "
-        text, s, e = templated_prompt("{}", c["prompt"], c["subject"], where)
-        rows.append(PromptRow(tok(text)["input_ids"], last_token_in_span(tok, text, s, e, where)))
-    return rows
+    return [templated_rows(tok, c["prompt"], c["subject"], ["{}"], f"case_id {c.get('case_id')}: ")[0] for c in cases]
 
 
 def value_norm_rows(model, tok, arch, layer: int, cases: Sequence[dict], u: torch.Tensor, v: torch.Tensor,

@@ -20,11 +20,6 @@ from ..hooks import capture_input, capture_output, run_until, stop_after
 from ..tokens import encode_with_span, subject_span
 
 
-def last_token_in_span(tok, text: str, start: int, end: int, where: str = "") -> int:
-    """Index in tok(text).input_ids of the last token overlapping characters [start, end)."""
-    return encode_with_span(tok, text, start, end, where)[1]
-
-
 def templated_prompt(template: str, prompt: str, subject: str, where: str = "") -> tuple[str, int, int]:
     """template.format(prompt) and the character span of the subject inside the prompt part."""
     start, end = subject_span(prompt, subject, where)
@@ -47,7 +42,7 @@ def templated_rows(tok, prompt: str, subject: str, templates: Sequence[str], whe
     rows = []
     for t in templates:
         text, s, e = templated_prompt(t, prompt, subject, where)
-        rows.append(PromptRow(tok(text)["input_ids"], last_token_in_span(tok, text, s, e, where)))
+        rows.append(PromptRow(*encode_with_span(tok, text, s, e, where)))
     return rows
 
 

@@ -38,9 +38,8 @@ import torch.nn.functional as F
 from ..batching import right_pad
 from ..errors import RecordError
 from ..hooks import capture_output, edit_output, run_until, stop_after
-from ..tokens import target_token_ids
-from .compute_u import (PromptRow, last_token_in_span, pad_id_of, read_down_proj,
-                        templated_prompt, where_of)
+from ..tokens import encode_with_span, target_token_ids
+from .compute_u import PromptRow, pad_id_of, read_down_proj, templated_prompt, templated_rows, where_of
 from .hparams import ROMEHyperParams
 
 
@@ -59,16 +58,17 @@ def case_rows(tok, request: dict, templates: Sequence[str], hp: ROMEHyperParams)
     for t in templates:
         text, s, e = templated_prompt(t, prompt, subject, where)
         if hp.target_mode == "clean":  # token-level teacher forcing: labels sit exactly after the prompt
-            ids, idx = tok(text)["input_ids"] + y[:-1], last_token_in_span(tok, text, s, e, where)
+            prompt_ids, idx = encode_with_span(tok, text, s, e, where)
+            ids = prompt_ids + y[:-1]
         else:  # the reference: re-tokenise prompt + decoded prefix, right-align the labels (§2.5 quirk)
             full = text + tok.decode(y[:-1])
-            ids, idx = tok(full)["input_ids"], last_token_in_span(tok, full, s, e, where)
+            ids, idx = encode_with_span(tok, full, s, e, where)
         if len(ids) < len(y) or idx >= len(ids):
             raise RecordError(f"{where}prompt {text!r} is too short for target {request['target_new']!r}")
         labels.append([(len(ids) - len(y) + j, tid) for j, tid in enumerate(y)])
         rows.append(PromptRow(ids, idx))
     kl_text, s, e = templated_prompt(hp.kl_prompt, subject, subject, where)
-    rows.append(PromptRow(tok(kl_text)["input_ids"], last_token_in_span(tok, kl_text, s, e, where)))
+    rows.append(PromptRow(*encode_with_span(tok, kl_text, s, e, where)))
     return CaseRows(rows, labels, len(y))
 
 
@@ -389,10 +389,7 @@ def _compute_v(model, tok, arch, layer, requests, u, templates, hp, device) -> l
 
 def _right_vectors(model, tok, arch, layer, requests, u, deltas, v_init, losses, n_updates, stopped,
                    device, dtype, batch_rows) -> list[VResult]:
-    bare = []
-    for r in requests:
-        text, s, e = templated_prompt("{}", r["prompt"], r["subject"], where_of(r))
-        bare.append(PromptRow(tok(text)["input_ids"], last_token_in_span(tok, text, s, e, where_of(r))))
+    bare = [templated_rows(tok, r["prompt"], r["subject"], ["{}"], where_of(r))[0] for r in requests]
     k_star, out_star = read_down_proj(model, tok, arch, layer, bare, device, batch_rows, outputs=True)
     results = []
     for b in range(len(requests)):
