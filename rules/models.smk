@@ -6,8 +6,10 @@ rule prepare_model:
         source=f"{MODELS}/{{model}}/SOURCE.json",
     params:
         py=PY,
-        # only the model group: a hardware or data override must not re-convert (and so re-run) everything
-        overrides=lambda w: shlex.quote(f"model={w.model}"),
+        # only the model group and the shared folders: a hardware or data override must not re-convert
+        # (and so re-run) everything
+        overrides=lambda w: " ".join(shlex.quote(o) for o in (f"model={w.model}", f"paths.models={MODELS}",
+                                                              f"paths.data={DATA}")),
     conda:
         "../env.yaml"
     threads: MODEL_THREADS

@@ -6,6 +6,7 @@ fresh model built from the same config, and save that as safetensors.
 """
 from __future__ import annotations
 
+import fnmatch
 import importlib
 import importlib.util
 import json
@@ -74,6 +75,54 @@ def convert_gguf(gguf_path: Path, out_dir: Path, rope_theta: float | None = None
             shutil.rmtree(tmp)
 
 
+# What a hub snapshot download fetches: the config, safetensors weights and tokenizer files. Hub repos
+# often hold the same weights twice (.bin and .safetensors, ~27 GB for Llama-2-7B); we load safetensors only.
+HUB_ALLOW_PATTERNS = ("config.json", "generation_config.json", "*.safetensors", "model.safetensors.index.json",
+                      "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
+                      "spiece.model", "chat_template.jinja", "chat_template.json")
+
+
+def download_hub_snapshot(source: dict) -> Path:
+    """The snapshot folder of `source.hub_id` at the pinned `source.revision` (a commit hash), downloaded
+    into the Hugging Face cache, or found there offline (HF_HUB_OFFLINE=1 with a pre-filled cache)."""
+    from huggingface_hub import snapshot_download
+
+    hub_id, revision = source["hub_id"], source.get("revision")
+    try:
+        path = Path(snapshot_download(hub_id, revision=revision, allow_patterns=list(HUB_ALLOW_PATTERNS)))
+    except Exception as e:  # network errors, gated repos, missing token, a revision not in the offline cache
+        raise ModelNotAvailableError(
+            f"could not download {hub_id}@{revision} from the Hugging Face hub ({type(e).__name__}: {e}). "
+            "This model needs network access (and `huggingface-cli login` for gated models such as Llama-2), "
+            "or a Hugging Face cache that already holds this revision (HF_HUB_OFFLINE=1, HF_HUB_CACHE=...); "
+            "the small models (model=smollm2-135m, gemma3-270m) work offline."
+        ) from e
+    if not (path / "config.json").is_file() or not any(path.glob("*.safetensors")):
+        raise ModelNotAvailableError(
+            f"{hub_id}@{revision} ({path}) has no config.json or no *.safetensors weights; this pipeline loads "
+            "safetensors only (pick a revision that has them)")
+    return path
+
+
+def prepare_hub_model(source: dict, out_dir: Path) -> dict:
+    """A model folder of links to the snapshot's files (the weights stay in the Hugging Face cache once),
+    so every loader reads resources/models/<name>/ whatever the source. Replaced atomically."""
+    snapshot = download_hub_snapshot(source)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        for f in sorted(snapshot.iterdir()):  # a cache may hold more of the repo than we fetch
+            if f.is_file() and any(fnmatch.fnmatch(f.name, p) for p in HUB_ALLOW_PATTERNS):
+                (tmp / f.name).symlink_to(f.resolve())
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return {"kind": "hub", "hub_id": source["hub_id"], "revision": source.get("revision"),
+            "commit": snapshot.name, "snapshot": str(snapshot)}
+
+
 def prepare_model(model_cfg: dict, out_dir: str | Path) -> dict:
     """Materialise the model described by `model_cfg` under `out_dir`; return provenance info."""
     out_dir = Path(out_dir)
@@ -86,18 +135,5 @@ def prepare_model(model_cfg: dict, out_dir: str | Path) -> dict:
             convert_gguf(gguf, out_dir, model_cfg.get("rope_theta"))
         return {"kind": kind, "package": source["package"], "gguf_file": source["gguf_file"]}
     if kind == "hub":
-        # Hub models are downloaded into the Hugging Face cache; the folder holds a pointer.
-        try:
-            from huggingface_hub import snapshot_download
-
-            path = snapshot_download(source["hub_id"], revision=source.get("revision"))
-        except Exception as e:  # network errors, gated repos, missing token
-            raise ModelNotAvailableError(
-                f"could not download {source['hub_id']}@{source.get('revision')} from the Hugging Face hub "
-                f"({type(e).__name__}: {e}). This model needs network access (and `huggingface-cli login` "
-                "for gated models such as Llama-2); the small models (model=smollm2-135m, gemma3-270m) work offline."
-            ) from e
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "hub.json").write_text(json.dumps({"path": path, **source}, indent=1) + "\n")
-        return {"kind": kind, "hub_id": source["hub_id"], "revision": source.get("revision"), "path": path}
+        return prepare_hub_model(source, out_dir)
     raise ConfigError(f"model.source.kind={kind!r} is unknown; use 'pypi_gguf' or 'hub'")

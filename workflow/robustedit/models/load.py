@@ -1,7 +1,6 @@
 """Load a prepared model folder with its tokenizer, checked against its description."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,10 +54,8 @@ def check_tokenizer(tok, model_cfg: dict) -> None:
 def load_model(model_dir: str | Path, model_cfg: dict, device: str = "cpu", dtype: str = "float32") -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model_dir = Path(model_dir)
-    pointer = model_dir / "hub.json"
-    path = json.loads(pointer.read_text())["path"] if pointer.exists() else model_dir
-    if not (Path(path) / "config.json").is_file():
+    path = Path(model_dir)  # every source, hub snapshots too, is prepared into a plain model folder
+    if not (path / "config.json").is_file():
         raise ModelNotAvailableError(
             f"no model at {path}; run `snakemake --cores all prepare_models` (or `make models`) first"
         )
