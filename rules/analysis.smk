@@ -30,7 +30,7 @@ rule fig_keys:
         f"{RESULTS}/{{model}}/fig_keys/{{hash}}/benchmarks/{{split}}.tsv"
     resources:
         mem_mb=6000,
-        gpus=gpus,
+        gpu=gpu_count,  # the resource snakemake-executor-plugin-slurm reads (--gpus)
     shell:
         "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py} scripts/fig_keys.py {params.overrides} job.split={wildcards.split} > {log} 2>&1"
 
@@ -55,7 +55,7 @@ rule fig_unrelated:
         f"{RESULTS}/{{model}}/fig_unrelated/{{hash}}/benchmarks/{{split}}.tsv"
     resources:
         mem_mb=6000,
-        gpus=gpus,
+        gpu=gpu_count,  # the resource snakemake-executor-plugin-slurm reads (--gpus)
     shell:
         "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py} scripts/fig_unrelated.py {params.overrides} job.split={wildcards.split} > {log} 2>&1"
 
@@ -79,7 +79,7 @@ rule fig_values:
         f"{RESULTS}/{{model}}/fig_values/{{hash}}/benchmarks/{{split}}.tsv"
     resources:
         mem_mb=6000,
-        gpus=gpus,
+        gpu=gpu_count,  # the resource snakemake-executor-plugin-slurm reads (--gpus)
     shell:
         "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py} scripts/fig_values.py {params.overrides} job.split={wildcards.split} > {log} 2>&1"
 

@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 from snakemake.utils import validate as validate_snakemake_config
+from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 from common import compose, model_dir, stage_dir, stage_hash  # noqa: E402
@@ -18,7 +19,9 @@ try:
     MODEL_THREADS = workflow.cores
 except Exception:  # commands without --cores (e.g. --cleanup-metadata) plan no jobs
     MODEL_THREADS = 1
-PY = sys.executable  # the interpreter running Snakemake (the project's venv), passed as params.py
+# The interpreter of every rule, passed as params.py: with `--sdm conda` the `python` of the rule's conda
+# env (env.yaml, built by Snakemake), else the interpreter running Snakemake (the project's venv).
+PY = "python" if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method else sys.executable
 COMMON_OVERRIDES = shlex.split(config.get("overrides") or "")
 RUNS = [shlex.split(r) + COMMON_OVERRIDES for r in config["runs"]]
 CFGS = [compose(r) for r in RUNS]
@@ -51,8 +54,9 @@ for _ovr, _cfg in zip(RUNS, CFGS):
         RUN_OF.setdefault(_key, _scfg)
 
 
-def gpus(wildcards):
-    """GPU count for model-loading rules (hardware.gpus of the run that named this model)."""
+def gpu_count(wildcards):
+    """GPU count for model-loading rules (hardware.gpus of the run that named this model). Locally,
+    `--resources gpu=1` then runs one model job at a time on a one-GPU box."""
     return MODEL_CFGS[wildcards.model][1]["hardware"]["gpus"]
 
 

@@ -20,6 +20,6 @@ rule cases:
         f"{RESULTS}/{{model}}/cases/{{hash}}/benchmarks/{{split}}.tsv"
     resources:
         mem_mb=4000,
-        gpus=gpus,
+        gpu=gpu_count,  # the resource snakemake-executor-plugin-slurm reads (--gpus)
     shell:
         "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py} scripts/build_cases.py {params.overrides} job.split={wildcards.split} > {log} 2>&1"

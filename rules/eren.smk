@@ -37,7 +37,7 @@ rule eren_index:
         f"{RESULTS}/{{model}}/eren_index/{{hash}}/benchmarks/eren_index.tsv"
     resources:
         mem_mb=4000,
-        gpus=gpus,
+        gpu=gpu_count,  # the resource snakemake-executor-plugin-slurm reads (--gpus)
     shell:
         "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py} scripts/eren_index.py {params.overrides} > {log} 2>&1"
 
@@ -63,7 +63,7 @@ rule eren_eval:
         f"{RESULTS}/{{model}}/eren_eval/{{hash}}/benchmarks/{{eren_dataset}}.tsv"
     resources:
         mem_mb=4000,
-        gpus=gpus,
+        gpu=gpu_count,  # the resource snakemake-executor-plugin-slurm reads (--gpus)
     shell:
         "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py} scripts/eren_eval.py {params.overrides} job.dataset={wildcards.eren_dataset} > {log} 2>&1"
 
@@ -105,7 +105,7 @@ rule eren_scaling:
         f"{RESULTS}/{{model}}/eren_scaling/{{hash}}/benchmarks/eren_scaling.tsv"
     resources:
         mem_mb=6000,
-        gpus=gpus,
+        gpu=gpu_count,  # the resource snakemake-executor-plugin-slurm reads (--gpus)
     shell:
         "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py} scripts/eren_scaling.py {params.overrides} > {log} 2>&1"
 
@@ -149,7 +149,7 @@ rule eren_suite:
         f"{RESULTS}/{{model}}/eren_suite/{{hash}}/benchmarks/{{split}}.tsv"
     resources:
         mem_mb=4000,
-        gpus=gpus,
+        gpu=gpu_count,  # the resource snakemake-executor-plugin-slurm reads (--gpus)
     shell:
         "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py} scripts/eren_suite.py {params.overrides} job.split={wildcards.split} > {log} 2>&1"
 

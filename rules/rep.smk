@@ -20,7 +20,7 @@ rule rep:
         f"{RESULTS}/{{model}}/rep/{{hash}}/benchmarks/{{split}}.tsv"
     resources:
         mem_mb=6000,
-        gpus=gpus,
+        gpu=gpu_count,  # the resource snakemake-executor-plugin-slurm reads (--gpus)
     shell:
         "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py} scripts/rep_train.py {params.overrides} job.split={wildcards.split} > {log} 2>&1"
 
@@ -46,7 +46,7 @@ rule eval_rep:
         f"{RESULTS}/{{model}}/eval_rep/{{hash}}/benchmarks/{{split}}.tsv"
     resources:
         mem_mb=6000,
-        gpus=gpus,
+        gpu=gpu_count,  # the resource snakemake-executor-plugin-slurm reads (--gpus)
     shell:
         "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py} scripts/evaluate_rep.py {params.overrides} job.split={wildcards.split} > {log} 2>&1"
 

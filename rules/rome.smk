@@ -20,7 +20,7 @@ rule rome:
         f"{RESULTS}/{{model}}/rome/{{hash}}/benchmarks/{{split}}.tsv"
     resources:
         mem_mb=6000,
-        gpus=gpus,
+        gpu=gpu_count,  # the resource snakemake-executor-plugin-slurm reads (--gpus)
     shell:
         "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py} scripts/rome_edits.py {params.overrides} job.split={wildcards.split} > {log} 2>&1"
 
@@ -44,7 +44,7 @@ rule eval_rome:
         f"{RESULTS}/{{model}}/eval_rome/{{hash}}/benchmarks/{{split}}.tsv"
     resources:
         mem_mb=6000,
-        gpus=gpus,
+        gpu=gpu_count,  # the resource snakemake-executor-plugin-slurm reads (--gpus)
     shell:
         "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py} scripts/evaluate_edits.py {params.overrides} job.split={wildcards.split} > {log} 2>&1"
 

@@ -18,7 +18,7 @@ rule stats:
         f"{RESULTS}/{{model}}/stats/{{hash}}/benchmarks/stats.tsv"
     resources:
         mem_mb=6000,
-        gpus=gpus,
+        gpu=gpu_count,  # the resource snakemake-executor-plugin-slurm reads (--gpus)
     shell:
         "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py} scripts/compute_stats.py {params.overrides} > {log} 2>&1"
 
@@ -40,6 +40,6 @@ rule templates:
         f"{RESULTS}/{{model}}/templates/{{hash}}/benchmarks/templates.tsv"
     resources:
         mem_mb=4000,
-        gpus=gpus,
+        gpu=gpu_count,  # the resource snakemake-executor-plugin-slurm reads (--gpus)
     shell:
         "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py} scripts/make_templates.py {params.overrides} > {log} 2>&1"
