@@ -20,14 +20,49 @@ def load_encoder_from(cfg: dict):
                         batch_size=cfg["eren"]["encoder_batch_size"])
 
 
+def reader_model_cfg(cfg: dict) -> dict:
+    """The reader's model description, conf/model/<eren.reader>.yaml, checked against conf/schema.json's
+    `model` part. Readers are not composed into the run's config, so Hydra overrides of `model.*` apply to
+    the edit model only."""
+    import json
+
+    import jsonschema
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from common import CONF
+
+    name = cfg["eren"]["reader"]
+    path = CONF / "model" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+        raise ConfigError(f"eren.reader={name!r}: no model config {path}; known: {known}")
+    try:
+        model_cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"eren.reader={name!r}: cannot read {path}: {e}") from e
+    schema = json.loads((CONF / "schema.json").read_text())["properties"]["model"]
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(model_cfg), key=lambda e: list(e.path))
+    if errors:
+        lines = [f"  model.{'.'.join(map(str, e.path)) or '<root>'}: {e.message}" for e in errors[:10]]
+        raise ConfigError(f"eren.reader={name!r}: invalid model config {path}:\n" + "\n".join(lines))
+    if model_cfg["name"] != name:
+        raise ConfigError(f"eren.reader={name!r}: {path} is named {model_cfg['name']!r}")
+    from robustedit.eren.reader import reader_kind
+
+    reader_kind(model_cfg)  # an unknown family -> a named error
+    return model_cfg
+
+
 def load_reader_from(cfg: dict):
-    """The reader (eren.reader) on hardware.device in hardware.dtype, hardware.batch_size prompts per batch,
-    wrapped so the stage can report how many generations it ran and how long they took."""
-    from robustedit.eren.reader import TimedReader, load_chat_reader
+    """The reader (eren.reader; FLAN-T5 or a chat model, by its model config) on hardware.device in
+    hardware.dtype, hardware.batch_size prompts per batch, wrapped so the stage can report how many
+    generations it ran and how long they took."""
+    from robustedit.eren.reader import TimedReader, load_reader
 
     hw = cfg["hardware"]
-    return TimedReader(load_chat_reader(reader_dir(cfg), device=hw["device"], dtype=hw["dtype"],
-                                        batch_size=hw["batch_size"], progress=True))
+    return TimedReader(load_reader(reader_dir(cfg), reader_model_cfg(cfg), device=hw["device"], dtype=hw["dtype"],
+                                   batch_size=hw["batch_size"], progress=True))
 
 
 def dataset_items(cfg: dict, store, dataset: str) -> tuple[str, list[dict], list[str], dict]:

@@ -1,9 +1,14 @@
 """EREN's reader: an instruction-tuned model behind `generate(prompts, max_new_tokens) -> outputs`.
 
-EREN uses FLAN-T5-XL with greedy `generate(max_length=20)` (10 when answer options are listed).
-For a decoder-only chat model the same budget is `max_new_tokens`. Prompts are wrapped in the
-model's chat template (one user turn, generation prompt added) when it has one, batched with LEFT
-padding (set per call, the caller's tokenizer is not modified), and decoded without special tokens.
+Two kinds, chosen by the reader's model config (conf/model/<eren.reader>.yaml, `family`):
+- seq2seq (family t5, e.g. FLAN-T5-XL, EREN's own reader): the plain prompt, right-padded, greedy
+  `generate(max_length=max_new_tokens)` exactly as EREN's `gen_texts` (max_length=20, 10 with answer
+  options). T5's max_length counts the decoder start token, so at most max_new_tokens - 1 tokens come out.
+- causal (families llama, mistral, gemma3, e.g. SmolLM2-Instruct, Llama-2-chat, Mistral-Instruct): the
+  prompt in the model's chat template (one user turn, generation prompt added) when the config says
+  `chat_template: true`, LEFT-padded, greedy, at most `max_new_tokens` new tokens.
+Batches are padded here, not by the tokenizer, so a tokenizer without a pad token (Llama-2, Mistral)
+works and the caller's tokenizer is never modified. Outputs are decoded without special tokens.
 """
 from __future__ import annotations
 
@@ -74,41 +79,86 @@ class TimedReader:
                 "s_per_generation": self.seconds / self.n_prompts if self.n_prompts else None}
 
 
-class ChatReader:
-    """A causal LM with its tokenizer, generating greedily in left-padded, length-sorted batches."""
+# The reader kind of each model family: causal families are those the edit model may have
+# (robustedit.models.arch.FAMILIES); seq2seq families can only read.
+SEQ2SEQ_FAMILIES = {"t5": ("T5ForConditionalGeneration", ("t5",))}  # family -> (class, config.model_type)
 
-    def __init__(self, model, tokenizer, device: str | torch.device = "cpu", batch_size: int = 16,
-                 use_chat_template: bool | None = None, progress: bool = False):
-        # 16 prompts per batch: EREN prompts are ~100-300 tokens, so this fits CPU memory easily.
-        # progress: a tqdm bar over batches on stderr (the pipeline's stages turn it on for their logs).
+
+def reader_kind(model_cfg: Mapping) -> str:
+    """'seq2seq' or 'causal' for a reader's model config; an unknown family is a ConfigError."""
+    from ..models.arch import FAMILIES
+
+    family = model_cfg.get("family")
+    if family in SEQ2SEQ_FAMILIES:
+        return "seq2seq"
+    if family in FAMILIES:
+        return "causal"
+    raise ConfigError(f"reader {model_cfg.get('name')!r}: model.family={family!r} is unknown; readers: "
+                      f"{sorted(FAMILIES)} (causal) or {sorted(SEQ2SEQ_FAMILIES)} (seq2seq)")
+
+
+def _left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """input_ids [B, S] padded on the LEFT with `pad_id` (any id: pads are masked) and the attention mask."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, width - len(r):] = torch.as_tensor(list(r), dtype=torch.long)
+            mask[i, width - len(r):] = 1
+    return ids, mask
+
+
+def _eos_ids(model) -> set[int]:
+    """The token ids `generate` stops on (the model's generation config; int, list or None)."""
+    eos = model.generation_config.eos_token_id
+    if eos is None:
+        return set()
+    return {int(eos)} if isinstance(eos, int) else {int(e) for e in eos}
+
+
+def _until_eos(row: Sequence[int], eos: set[int]) -> list[int]:
+    """A generated row up to (not including) its first stop token; what follows is padding."""
+    out = []
+    for t in row:
+        if t in eos:
+            break
+        out.append(int(t))
+    return out
+
+
+class _BatchedReader:
+    """Length-sorted batching, progress and decoding shared by both reader kinds; a subclass sets
+    `format`, `add_special_tokens` and `_generate_batch(rows, max_new_tokens) -> new token rows`."""
+
+    add_special_tokens = True
+
+    def __init__(self, model, tokenizer, device: str | torch.device, batch_size: int, progress: bool):
         if batch_size < 1:
             raise ConfigError(f"reader batch_size must be >= 1, got {batch_size}")
         self.model = model.to(device).eval()
-        self.tokenizer = tokenizer
+        self.tokenizer = tokenizer  # only read: tokenized without padding, decoded; never modified
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.progress = progress
-        has_template = bool(getattr(tokenizer, "chat_template", None))
-        if use_chat_template and not has_template:
-            raise ConfigError("use_chat_template=True but the reader's tokenizer has no chat template")
-        self.use_chat_template = has_template if use_chat_template is None else use_chat_template
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        if self.pad_id is None:
-            raise ConfigError("the reader's tokenizer has neither a pad nor an eos token")
+        self.eos_ids = _eos_ids(model)
 
     def format(self, prompt: str) -> str:
         """The exact text fed to the model for a prompt."""
-        if not self.use_chat_template:
-            return prompt
-        return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                                  add_generation_prompt=True)
+        return prompt
 
     @torch.no_grad()
-    def generate(self, prompts: Sequence[str], max_new_tokens: int = MAX_NEW_TOKENS) -> list[str]:
-        texts_all = [self.format(p) for p in prompts]
+    def generate_ids(self, prompts: Sequence[str], max_new_tokens: int = MAX_NEW_TOKENS) -> list[list[int]]:
+        """Greedy new token ids per prompt, in input order, each cut before its first stop token."""
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        texts = [self.format(p) for p in prompts]
+        if not texts:
+            return []
+        rows = self.tokenizer(texts, add_special_tokens=self.add_special_tokens)["input_ids"]
         # Batch prompts of similar length together (less padding); outputs are restored to input order.
-        order = sorted(range(len(texts_all)), key=lambda i: len(texts_all[i]))
-        outputs: list[str] = [""] * len(texts_all)
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+        outputs: list[list[int]] = [[] for _ in rows]
         starts = range(0, len(order), self.batch_size)
         if self.progress and len(starts) > 1:
             from tqdm.auto import tqdm
@@ -116,24 +166,151 @@ class ChatReader:
             starts = tqdm(starts, desc=f"reader ({len(order)} prompts)", unit="batch", mininterval=10)
         for start in starts:
             idx = order[start:start + self.batch_size]
-            texts = [texts_all[i] for i in idx]
-            # With a chat template the text already holds any BOS the model expects.
-            batch = self.tokenizer(texts, return_tensors="pt", padding=True, padding_side="left",
-                                   add_special_tokens=not self.use_chat_template).to(self.device)
-            gen = self.model.generate(**batch, do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
-                                      pad_token_id=self.pad_id)
-            new = gen[:, batch["input_ids"].shape[1]:]
-            for i, text in zip(idx, self.tokenizer.batch_decode(new, skip_special_tokens=True)):
-                outputs[i] = text.strip()
+            new = self._generate_batch([rows[i] for i in idx], max_new_tokens)
+            for i, row in zip(idx, new.tolist()):
+                outputs[i] = _until_eos(row, self.eos_ids)
         return outputs
+
+    def generate(self, prompts: Sequence[str], max_new_tokens: int = MAX_NEW_TOKENS) -> list[str]:
+        ids = self.generate_ids(prompts, max_new_tokens)
+        return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)] if ids else []
+
+
+class ChatReader(_BatchedReader):
+    """A causal LM reader: chat-templated prompts, left-padded batches, `max_new_tokens` new tokens."""
+
+    def __init__(self, model, tokenizer, device: str | torch.device = "cpu", batch_size: int = 16,
+                 use_chat_template: bool | None = None, progress: bool = False):
+        # device "cpu": tests build readers directly; the stages pass hardware.device via load_reader.
+        # 16 prompts per batch: EREN prompts are ~100-300 tokens, so this fits CPU memory easily.
+        # use_chat_template None: use the tokenizer's template if it has one (load_reader passes the config's).
+        # progress: a tqdm bar over batches on stderr (the pipeline's stages turn it on for their logs).
+        super().__init__(model, tokenizer, device, batch_size, progress)
+        has_template = bool(getattr(tokenizer, "chat_template", None))
+        if use_chat_template and not has_template:
+            raise ConfigError("use_chat_template=True (model.chat_template) but the reader's tokenizer has no "
+                              "chat template")
+        self.use_chat_template = has_template if use_chat_template is None else use_chat_template
+        # With a chat template the text already holds any BOS the model expects.
+        self.add_special_tokens = not self.use_chat_template
+        self.pad_id = self._pad_id(tokenizer)
+
+    @staticmethod
+    def _pad_id(tokenizer) -> int:
+        """The id written into left padding: pad, else eos, else unk. Its value never matters (the
+        attention mask hides it and the position ids skip it); Llama-2 and Mistral have no pad token."""
+        for tid in (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id):
+            if tid is not None:
+                return tid
+        raise ConfigError("the reader's tokenizer has no pad, eos or unk token to pad batches with")
+
+    def format(self, prompt: str) -> str:
+        if not self.use_chat_template:
+            return prompt
+        return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                                  add_generation_prompt=True)
+
+    def _generate_batch(self, rows: list[list[int]], max_new_tokens: int) -> torch.Tensor:
+        ids, mask = _left_pad(rows, self.pad_id)
+        # Greedy whatever the model's generation_config says (Llama-2-chat's samples); max_length=None: the
+        # budget is max_new_tokens alone, even where the generation_config sets a max_length (4096 there).
+        gen = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                  do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, max_length=None,
+                                  pad_token_id=self.pad_id)
+        return gen[:, ids.shape[1]:]
+
+
+class Seq2SeqReader(_BatchedReader):
+    """An encoder-decoder reader (FLAN-T5): plain prompts with the tokenizer's special tokens (T5 appends
+    </s>), right-padded, greedy `generate(max_length=max_new_tokens)` as EREN calls it."""
+
+    def __init__(self, model, tokenizer, device: str | torch.device, batch_size: int = 16, progress: bool = False):
+        # 16 prompts per batch and progress: as ChatReader.
+        super().__init__(model, tokenizer, device, batch_size, progress)
+        self.pad_id = model.config.pad_token_id
+        if self.pad_id is None:
+            raise ConfigError("the seq2seq reader's config.json has no pad_token_id to pad the encoder input with")
+
+    def _generate_batch(self, rows: list[list[int]], max_new_tokens: int) -> torch.Tensor:
+        from ..batching import right_pad
+
+        ids, mask = right_pad(rows, pad_id=self.pad_id, device=self.device)
+        # EREN: model.generate(**inputs, max_length=max_length), greedy; max_new_tokens=None so that a
+        # generation_config's max_new_tokens cannot take precedence. The output starts with the decoder start token.
+        gen = self.model.generate(input_ids=ids, attention_mask=mask, do_sample=False, num_beams=1,
+                                  max_length=max_new_tokens, max_new_tokens=None)
+        return gen[:, 1:]
+
+
+def _expected(model_cfg: Mapping, kind: str) -> tuple[str, tuple[str, ...]]:
+    """(transformers class, accepted config.model_type values) of the reader's family."""
+    from ..models.arch import FAMILIES
+
+    family = model_cfg["family"]
+    if kind == "seq2seq":
+        return SEQ2SEQ_FAMILIES[family]
+    return FAMILIES[family].hf_class, FAMILIES[family].model_types
+
+
+def _check_folder_config(config, model_cfg: Mapping, kind: str) -> None:
+    """Fail clearly, before loading weights, if the folder holds another model than the config describes."""
+    hf_class, model_types = _expected(model_cfg, kind)
+    name, family = model_cfg["name"], model_cfg["family"]
+    if config.model_type not in model_types:
+        raise ConfigError(f"reader {name}: model.family={family!r} expects {hf_class} (model_type in {model_types}), "
+                          f"the folder's config.json has model_type {config.model_type!r} ({config.architectures})")
+    n = config.num_layers if kind == "seq2seq" else config.num_hidden_layers
+    if n != model_cfg["n_layers"]:
+        raise ConfigError(f"reader {name}: model.n_layers={model_cfg['n_layers']} but the folder's model has {n}")
+
+
+def load_reader(model_dir: str | Path, model_cfg: Mapping, *, device: str | torch.device,
+                dtype: str | torch.dtype, batch_size: int = 16, progress: bool = False) -> ChatReader | Seq2SeqReader:
+    """The reader described by `model_cfg` (a conf/model/*.yaml dict) from its prepared folder (a Hugging
+    Face folder: config.json, weights, tokenizer), frozen, on `device` in `dtype`.
+
+    The kind follows model.family (reader_kind); the tokenizer's BOS behaviour must match model.add_bos and a
+    causal reader uses its chat template exactly when model.chat_template is true. `device` follows
+    robustedit.models.load.resolve_device ("cuda" without a GPU is an error).
+    """
+    # batch_size 16 and progress off: as ChatReader; the stages pass hardware.batch_size and progress=True.
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    from ..models.load import check_tokenizer, resolve_device, resolve_dtype
+
+    device = resolve_device(device) if isinstance(device, str) else device
+    dtype = resolve_dtype(dtype) if isinstance(dtype, str) else dtype
+    kind = reader_kind(model_cfg)
+    if kind == "seq2seq" and model_cfg["chat_template"]:
+        raise ConfigError(f"reader {model_cfg['name']}: a seq2seq reader reads plain prompts; set "
+                          "model.chat_template: false")
+    path = Path(model_dir)
+    if not (path / "config.json").is_file():
+        raise ModelNotAvailableError(f"no reader model at {path}; run `make models` (or the prepare_model rule "
+                                     f"for {model_cfg['name']}) first")
+    _check_folder_config(AutoConfig.from_pretrained(path), model_cfg, kind)
+    tok = AutoTokenizer.from_pretrained(path)
+    check_tokenizer(tok, dict(model_cfg))
+    auto = AutoModelForSeq2SeqLM if kind == "seq2seq" else AutoModelForCausalLM
+    model = auto.from_pretrained(path, dtype=dtype)
+    hf_class = _expected(model_cfg, kind)[0]
+    if type(model).__name__ != hf_class:
+        raise ConfigError(f"reader {model_cfg['name']}: model.family={model_cfg['family']!r} expects {hf_class}, "
+                          f"loaded {type(model).__name__}")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if kind == "seq2seq":
+        return Seq2SeqReader(model, tok, device=device, batch_size=batch_size, progress=progress)
+    return ChatReader(model, tok, device=device, batch_size=batch_size,
+                      use_chat_template=bool(model_cfg["chat_template"]), progress=progress)
 
 
 def load_chat_reader(model_dir: str | Path, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32",
                      batch_size: int = 16, use_chat_template: bool | None = None,
                      progress: bool = False) -> ChatReader:
-    """Load a prepared local model folder (e.g. resources/models/smollm2-135m) as a reader.
+    """A causal reader from a prepared folder without its model config (tests; the stages use load_reader).
 
-    `device` follows robustedit.models.load.resolve_device ("cuda" without a GPU is an error).
+    Defaults: CPU in float32 (the test machine), the tokenizer's chat template if it has one.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -143,7 +320,7 @@ def load_chat_reader(model_dir: str | Path, device: str | torch.device = "cpu", 
     dtype = resolve_dtype(dtype) if isinstance(dtype, str) else dtype
 
     model_dir = Path(model_dir)
-    pointer = model_dir / "hub.json"  # a prepared folder may point at a hub snapshot instead
+    pointer = model_dir / "hub.json"  # a folder prepared by older code may point at a hub snapshot instead
     if pointer.is_file():
         model_dir = Path(json.loads(pointer.read_text())["path"])
     if not (model_dir / "config.json").is_file():
