@@ -20,8 +20,11 @@ from robustedit.errors import ConfigError  # noqa: E402
 from robustedit.stages import stage_config, stage_hash  # noqa: E402
 
 
-def validate(cfg: dict) -> dict:
-    """Check the composed config against conf/schema.json; errors name the offending key."""
+def validate(cfg: dict, edit_model: bool = True) -> dict:
+    """Check the composed config against conf/schema.json; errors name the offending key.
+
+    `model` is the edit model, so a reader-only (seq2seq) model there is an error, unless
+    edit_model=False (scripts/prepare_model.py, which also prepares the eren.reader models)."""
     import jsonschema
 
     schema = json.loads((CONF / "schema.json").read_text())
@@ -29,9 +32,17 @@ def validate(cfg: dict) -> dict:
     if errors:
         lines = [f"  {'.'.join(map(str, e.path)) or '<root>'}: {e.message}" for e in errors[:10]]
         raise ConfigError("invalid configuration:\n" + "\n".join(lines))
+    from eren_common import reader_model_cfg
+    from robustedit.eren.reader import SEQ2SEQ_FAMILIES
     from robustedit.models.arch import Architecture
 
-    Architecture.from_config(cfg["model"]).check_layer(cfg["model"]["layer"])  # unknown layer -> named error
+    model = cfg["model"]
+    if model["family"] not in SEQ2SEQ_FAMILIES:
+        Architecture.from_config(model).check_layer(model["layer"])  # unknown layer -> named error
+    elif edit_model:
+        raise ConfigError(f"model={model['name']}: model.family={model['family']!r} is a seq2seq reader, not an "
+                          f"edit model (use it as eren.reader={model['name']})")
+    reader_model_cfg(cfg)  # eren.reader names a usable reader config
     return cfg
 
 

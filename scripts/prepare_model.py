@@ -17,7 +17,7 @@ from robustedit.models.convert import prepare_model
 
 @hydra.main(config_path=str(CONF), config_name="config", version_base=None)
 def main(raw_cfg) -> None:
-    cfg = validate(to_plain(raw_cfg))
+    cfg = validate(to_plain(raw_cfg), edit_model=False)  # also prepares readers (eren.reader=flan-t5-xl)
     out = model_dir(cfg)
     start = time.time()
     info = prepare_model(cfg["model"], out)

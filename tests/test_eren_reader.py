@@ -1,5 +1,5 @@
 """EREN's readers through `load_reader`: causal chat readers whose tokenizer adds BOS and has no pad token
-(as Llama-2-chat and Mistral-Instruct) and a seq2seq reader (as FLAN-T5).
+(as Llama-2-chat and Mistral-Instruct), a seq2seq reader (as FLAN-T5), and the reader model configs.
 
 Tiny random models on SmolLM2's vocabulary, saved in Hugging Face layout to a tmp folder, with
 tokenizers built here from SmolLM2's tokenizer.json (post-processor changed, pad token removed).
@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import model_dir
+from conftest import REPO, model_dir
 from robustedit.errors import ConfigError, ModelNotAvailableError
 from robustedit.eren.reader import ChatReader, Seq2SeqReader, load_reader, reader_kind
 
@@ -179,3 +179,52 @@ def test_bad_reader_configs_are_named(causal_dirs, t5_dir, tmp_path):
     tiny_causal("llama", len(chat_tokenizer())).save_pretrained(no_template)
     with pytest.raises(ConfigError, match="model.chat_template.*has no chat template"):
         load(no_template, reader_cfg("x", "llama"), 2)
+
+
+@pytest.fixture()
+def scripts(monkeypatch):
+    """scripts/common.py and scripts/eren_common.py, importable for this test only."""
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import common
+    import eren_common
+
+    return common, eren_common
+
+
+@pytest.mark.parametrize("reader,kind", [("flan-t5-xl", "seq2seq"), ("llama2-7b-chat", "causal"),
+                                         ("mistral-7b-instruct", "causal"), ("smollm2-135m", "causal")])
+@pytest.mark.parametrize("hardware", ["cpu", "gpu"])
+def test_reader_configs_compose(scripts, reader, kind, hardware):
+    common, eren_common = scripts
+    cfg = common.compose([f"eren.reader={reader}", f"hardware={hardware}"])
+    model_cfg = eren_common.reader_model_cfg(cfg)
+    assert model_cfg["name"] == reader and reader_kind(model_cfg) == kind
+    assert model_cfg["source"]["kind"] == ("pypi_gguf" if reader == "smollm2-135m" else "hub")
+    # rules/common.smk eren_reader asks for {paths.models}/{eren.reader}/SOURCE.json: this folder
+    assert eren_common.reader_dir(cfg) == REPO.joinpath(cfg["paths"]["models"], reader).relative_to(REPO)
+
+
+def test_seq2seq_model_is_a_reader_only(scripts):
+    common, _ = scripts
+    from hydra import compose, initialize_config_dir
+
+    with pytest.raises(ConfigError, match="model=flan-t5-xl: model.family='t5' is a seq2seq reader"):
+        common.compose(["model=flan-t5-xl"])
+    # scripts/prepare_model.py (the prepare_model rule, which also prepares readers) accepts it
+    with initialize_config_dir(config_dir=str(common.CONF), version_base=None):
+        raw = compose(config_name="config", overrides=["model=flan-t5-xl"])
+    assert common.validate(common.to_plain(raw), edit_model=False)["model"]["family"] == "t5"
+    with pytest.raises(ConfigError, match="model.layer: None was expected"):
+        common.compose(["model=flan-t5-xl", "model.layer=3"])
+    for chat_model in ("llama2-7b-chat", "mistral-7b-instruct"):  # causal chat models may be edited too
+        assert common.compose([f"model={chat_model}"])["model"]["layer"] == 5
+
+
+@pytest.mark.parametrize("override,message", [
+    ("eren.reader=flan-t5", r"eren.reader='flan-t5': no model config .*known: \[.*'flan-t5-xl'"),
+    ("eren.reader=Flan", "eren.reader: 'Flan' does not match"),
+])
+def test_bad_eren_reader_is_named(scripts, override, message):
+    common, _ = scripts
+    with pytest.raises(ConfigError, match=message):
+        common.compose([override])
