@@ -2,7 +2,8 @@
 
     python scripts/rome_edits.py job.split=valid
 Writes <stage dir>/<split>.edits.pt ({"case_ids", "layer", "u" [N, key], "v" [N, hidden]}) and
-<split>.rome.jsonl (per case: v* losses, number of updates, early stop, norms).
+<split>.rome.jsonl (per case: v* losses, number of updates, early stop, norms). Finished chunks of
+cases are kept in <split>.edits.partial/ (one file each, io.CasePieces) and a rerun continues after them.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import torch
 from common import model_dir, stage_app, stage_dir
 
-from robustedit.io import atomic_path, read_json, read_jsonl, write_jsonl
+from robustedit.io import CasePieces, atomic_path, read_json, read_jsonl, write_jsonl
 from robustedit.models.load import load_model, resolve_device
 from robustedit.rome.compute_u import MomentSolver
 from robustedit.rome.execute import execute_rome_detailed
@@ -36,8 +37,12 @@ def main(cfg: dict, out_dir: Path) -> None:
     lm = load_model(model_dir(cfg), cfg["model"], hw["device"], hw["dtype"])
     device, layer = resolve_device(hw["device"]), cfg["model"]["layer"]
 
-    partial = out_dir / f"{split}.edits.partial.pt"
-    done = torch.load(partial, weights_only=False) if partial.exists() else {"u": [], "v": [], "diag": []}
+    # one piece per chunk of cases, each written once (O(N) writes); verified against the cases on resume
+    pieces = CasePieces(out_dir / f"{split}.edits.partial", [c["case_id"] for c in cases], "rome")
+    done = {"u": [], "v": [], "diag": []}
+    for rec in pieces.load(mmap=False):
+        for key in done:
+            done[key].append(rec[key])
     if done["diag"]:
         print(f"[rome] resuming after {len(done['diag'])} of {len(cases)} cases", flush=True)
     for lo in range(len(done["diag"]), len(cases), hp.batch_cases):
@@ -53,12 +58,13 @@ def main(cfg: dict, out_dir: Path) -> None:
                                  "stopped_early": res.stopped_early, "first_loss": res.losses[0],
                                  "final_loss": res.losses[-1], "delta_norm": float(res.delta.norm()),
                                  "v_init_norm": float(res.v_init.norm())})
-        save_torch(done, partial)
+        pieces.write(lo, [c["case_id"] for c in chunk], [{key: done[key][i] for key in done}
+                                                         for i in range(lo, len(done["diag"]))])
         print(f"[rome] {len(done['diag'])}/{len(cases)} cases", flush=True)
     save_torch({"case_ids": [d["case_id"] for d in done["diag"]], "layer": layer,
                 "u": torch.stack(done["u"]), "v": torch.stack(done["v"])}, out_dir / f"{split}.edits.pt")
     write_jsonl(out_dir / f"{split}.rome.jsonl", done["diag"])
-    partial.unlink(missing_ok=True)
+    pieces.remove()
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Atomic file writing and strict JSON/JSONL reading.
+"""Atomic file writing, strict JSON/JSONL reading, and per-case resume folders (CasePieces).
 
 Every output is written to a temporary file in the same directory and renamed into place,
 so an interrupted run never leaves a partial file under the final name.
@@ -9,6 +9,8 @@ import contextlib
 import json
 import math
 import os
+import pickle
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -85,3 +87,85 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
                 raise RecordError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
             out.append(rec)
     return out
+
+
+def save_torch(obj: Any, path: str | os.PathLike) -> None:
+    """torch.save atomically (temporary file, then rename). Saved through a file handle, so the archive's
+    inner folder is torch's fixed "archive" rather than the random temporary name: equal objects give
+    byte-identical files."""
+    import torch
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+
+
+PIECE_DIGITS = 6  # zero-padded first-case index in a piece's name: names sort like indices up to 10⁶ cases
+
+
+class CasePieces:
+    """Resume folder of a loop over cases: one small torch file per finished piece of consecutive cases.
+
+        <folder>/cases.json        {"case_ids": [...]} of the whole run, written when the folder is created
+        <folder>/000008.pt         {"first": 8, "case_ids": [...], "records": [...]}, one per piece
+
+    Each case is written once, so a run writes O(N) bytes in all (rewriting one growing file after
+    every piece writes O(N²)). Pieces are loaded with weights_only=True (records may hold tensors,
+    dicts, lists, str, int, float, bool, None) and verified against the current case_ids: a folder
+    whose cases.json or any piece disagrees (other cases, a gap, an unreadable file) is discarded
+    with a printed message, never resumed onto.
+    """
+
+    def __init__(self, folder: str | os.PathLike, case_ids: Iterable, tag: str):
+        self.folder, self.case_ids, self.tag = Path(folder), list(case_ids), tag
+
+    def piece_path(self, first: int) -> Path:
+        return self.folder / f"{first:0{PIECE_DIGITS}d}.pt"
+
+    def piece_files(self) -> list[Path]:
+        """Finished pieces in case order (temporary files of an interrupted write are ignored)."""
+        named = [p for p in self.folder.glob("*.pt") if p.stem.isdigit() and len(p.stem) == PIECE_DIGITS]
+        return sorted(named)
+
+    def load(self, mmap: bool = True) -> list:
+        """Records of the finished cases 0..k-1, verified; [] when there is nothing (valid) to resume.
+        mmap=True maps the tensors from the files instead of reading them into memory."""
+        if not self.folder.exists():
+            return []
+        try:
+            records = self._verified_records(mmap)
+        except (RecordError, OSError, RuntimeError, ValueError, KeyError, TypeError, AttributeError, EOFError,
+                pickle.UnpicklingError) as e:  # whatever makes the folder unusable: start afresh
+            print(f"[{self.tag}] discarding {self.folder}: {e}", flush=True)
+            self.remove()
+            return []
+        return records
+
+    def _verified_records(self, mmap: bool) -> list:
+        import torch
+
+        manifest = read_json(self.folder / "cases.json")
+        if manifest.get("case_ids") != self.case_ids:
+            raise RecordError("its case_ids do not match the current cases")
+        records: list = []
+        for path in self.piece_files():
+            piece = torch.load(path, mmap=mmap, weights_only=True)
+            n = len(piece["records"])
+            expected = self.case_ids[len(records): len(records) + n]
+            if piece["first"] != len(records) or int(path.stem) != len(records) or n < 1:
+                raise RecordError(f"{path.name} starts at case {piece['first']}, expected case {len(records)}")
+            if piece["case_ids"] != expected or len(expected) != n:
+                raise RecordError(f"{path.name} holds case_ids {piece['case_ids']}, expected {expected}")
+            records += piece["records"]
+        return records
+
+    def write(self, first: int, case_ids: list, records: list) -> None:
+        """Add the piece of cases first..first+len(records)-1 (each case is written once)."""
+        if list(case_ids) != self.case_ids[first: first + len(records)] or len(case_ids) != len(records):
+            raise ValueError(f"{self.folder}: piece at case {first} has case_ids {list(case_ids)}, "
+                             f"expected {self.case_ids[first: first + len(records)]}")
+        if not (self.folder / "cases.json").exists():
+            write_json(self.folder / "cases.json", {"case_ids": self.case_ids})
+        save_torch({"first": first, "case_ids": list(case_ids), "records": list(records)}, self.piece_path(first))
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
