@@ -10,9 +10,12 @@ over the tokens of a deterministic document subsample (kmeng01/rome `layer_stats
 - The forward stops right after the edit layer's down_proj. Sums are kept in float64 (float32 on
   request; never half: sums over millions of tokens overflow float16).
 - Work proceeds in chunks of `checkpoint_every` documents (length-sorted, batched by a token budget
-  inside a chunk); after each chunk `on_checkpoint(state_dict)` is called, and a run given that
-  state resumes after the last finished chunk. The result does not depend on batching, chunking or
-  resumption beyond float64 rounding.
+  inside a chunk); after a chunk (not the last) `on_checkpoint(state_dict)` is called if at least
+  `checkpoint_seconds` have passed since the start or the previous checkpoint, and a run given that
+  state resumes after that chunk. Each checkpoint holds the full D x D sum (8 D² bytes in float64:
+  0.97 GB at D = 11,008), so the time rule bounds the writes: at most min(chunks - 1, run time /
+  checkpoint_seconds) checkpoints. It never changes the result, which does not depend on batching,
+  chunking or resumption beyond float64 rounding.
 """
 from __future__ import annotations
 
@@ -140,11 +143,15 @@ def compute_second_moment(
     device: str | torch.device = "cpu",
     state: dict | None = None,  # a state_dict from on_checkpoint to resume from
     on_checkpoint: Callable[[dict], None] | None = None,
-    checkpoint_every: int = 500,  # documents per chunk (and between checkpoints)
+    checkpoint_every: int = 500,  # documents per chunk (a checkpoint may follow any chunk but the last)
+    checkpoint_seconds: float = 0.0,  # least wall-clock time between checkpoints; 0 = after every chunk
     progress: bool = False,  # tqdm bar over documents
+    clock: Callable[[], float] = time.monotonic,  # seconds, for checkpoint_seconds (tests inject one)
 ) -> MomentResult:
     if checkpoint_every < 1 or batch_tokens < 1 or max_length < 1:
         raise ConfigError("stats: checkpoint_every, batch_tokens and max_length must be >= 1")
+    if checkpoint_seconds < 0:
+        raise ConfigError(f"stats: checkpoint_seconds={checkpoint_seconds} must be >= 0")
     selected = select_documents(len(texts), n_samples, seed)
     down_proj = arch.module(model, "down_proj", layer)
     meta = {"layer": int(layer), "n_selected": len(selected), "n_texts": len(texts), "seed": int(seed),
@@ -162,7 +169,7 @@ def compute_second_moment(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(selected), initial=start_docs, unit="doc", desc=f"C layer {layer}")
-    t0 = time.perf_counter()
+    t0, last_checkpoint = time.perf_counter(), clock()
     with bar, torch.no_grad():
         for lo in range(start_docs, len(selected), checkpoint_every):
             chunk = [texts[i] for i in selected[lo: lo + checkpoint_every]]
@@ -172,8 +179,10 @@ def compute_second_moment(
             acc.n_docs_done = lo + len(chunk)
             if progress:
                 bar.update(len(chunk))
-            if on_checkpoint is not None:
+            due = clock() - last_checkpoint >= checkpoint_seconds
+            if on_checkpoint is not None and due and acc.n_docs_done < len(selected):
                 on_checkpoint(acc.state_dict())
+                last_checkpoint = clock()
     seconds = time.perf_counter() - t0
     tokens = acc.count - start_tokens
     stats = {"tokens": tokens, "docs": acc.n_docs_done - start_docs, "seconds": seconds,
