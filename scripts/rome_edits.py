@@ -33,7 +33,7 @@ def main(cfg: dict, out_dir: Path) -> None:
     solver = None
     if hp.mom2_adjustment:
         C = torch.load(stage_dir(cfg, "stats") / "mom2.pt", weights_only=True)["moment"]
-        solver = MomentSolver(C)  # factorised once for all cases
+        solver = MomentSolver(C, device=resolve_device(hw["device"]))  # factorised once, on the run's device
     lm = load_model(model_dir(cfg), cfg["model"], hw["device"], hw["dtype"])
     device, layer = resolve_device(hw["device"]), cfg["model"]["layer"]
 

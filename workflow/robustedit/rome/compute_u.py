@@ -73,12 +73,16 @@ def read_down_proj(model, tok, arch, layer: int, rows: Sequence[PromptRow], devi
 
 
 class MomentSolver:
-    """Solves C x = k for many k with one float64 Cholesky factorisation of C."""
+    """Solves C x = k for many k with one float64 Cholesky factorisation of C.
 
-    def __init__(self, C: torch.Tensor):
+    The factor lives on `device` (default: C's device; pass the run's device when C was loaded on
+    the CPU, so the solves run there). `solve` returns on the device of its input."""
+
+    def __init__(self, C: torch.Tensor, device: str | torch.device | None = None):
         if C.ndim != 2 or C.shape[0] != C.shape[1]:
             raise ConfigError(f"second moment must be square, got shape {tuple(C.shape)}")
-        factor, info = torch.linalg.cholesky_ex(C.to(torch.float64))
+        C64 = C.to(device=C.device if device is None else device, dtype=torch.float64)
+        factor, info = torch.linalg.cholesky_ex(C64)
         if int(info) != 0:
             raise ConfigError(
                 "the second moment C is not positive definite (too few tokens for its dimension?); "
@@ -91,9 +95,9 @@ class MomentSolver:
         return self.factor.shape[0]
 
     def solve(self, k: torch.Tensor) -> torch.Tensor:
-        """C⁻¹ k for k of shape [B, D] (float64)."""
+        """C⁻¹ k for k of shape [B, D] (float64, on k's device)."""
         k64 = k.to(self.factor.device, torch.float64)
-        return torch.cholesky_solve(k64.T, self.factor).T
+        return torch.cholesky_solve(k64.T, self.factor).T.to(k.device)
 
 
 def mean_template_keys(model, tok, arch, layer: int, requests: Sequence[dict], templates: Sequence[str],
