@@ -85,15 +85,17 @@ def _linear_default_(weight: torch.Tensor, bias: torch.Tensor | None, gen: torch
 
 def init_params(key_dim: int, cfg: AdaptorConfig, generator: torch.Generator,
                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-    """Fresh adaptor parameters. Drawn on CPU from `generator` (so identical on every device), then moved."""
+    """Fresh adaptor parameters, drawn on the generator's device, then moved to `device`. A CPU
+    generator (what fit.py passes) gives the same parameters whatever `device` is."""
     if generator is None:
         raise ConfigError("init_params needs an explicit torch.Generator")
-    p = {"lora_A": torch.empty(cfg.rank, key_dim), "lora_B": torch.zeros(key_dim, cfg.rank)}
+    draw = generator.device  # a generator only fills tensors on its own device
+    p = {"lora_A": torch.empty(cfg.rank, key_dim, device=draw), "lora_B": torch.zeros(key_dim, cfg.rank, device=draw)}
     _linear_default_(p["lora_A"], None, generator)
     if cfg.gate:
         h = cfg.gate_dim(key_dim)
-        p.update(gate_w1=torch.empty(h, key_dim), gate_b1=torch.empty(h),
-                 gate_w2=torch.empty(1, h), gate_b2=torch.empty(1))
+        p.update(gate_w1=torch.empty(h, key_dim, device=draw), gate_b1=torch.empty(h, device=draw),
+                 gate_w2=torch.empty(1, h, device=draw), gate_b2=torch.empty(1, device=draw))
         _linear_default_(p["gate_w1"], p["gate_b1"], generator)
         _linear_default_(p["gate_w2"], p["gate_b2"], generator)
     return {k: v.to(device=device, dtype=dtype) for k, v in p.items()}

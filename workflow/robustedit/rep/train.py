@@ -127,7 +127,9 @@ def train_on_keys(params: dict[str, torch.Tensor], cfg: AdaptorConfig, keys: Tra
         if tcfg.gate_max_negatives is not None and neg.shape[0] > tcfg.gate_max_negatives:
             if negative_generator is None:
                 raise ConfigError("gate_max_negatives needs an explicit negative_generator")
-            pick = torch.randperm(neg.shape[0], generator=negative_generator)[:tcfg.gate_max_negatives]
+            # drawn on the generator's device (CPU in fit.py: the same subsample on every device)
+            pick = torch.randperm(neg.shape[0], generator=negative_generator,
+                                  device=negative_generator.device)[:tcfg.gate_max_negatives]
             neg = neg[pick.to(device)]
 
     p = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
