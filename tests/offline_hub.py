@@ -39,7 +39,7 @@ def bos_tokenizer(base_tokenizer_json: Path, chat: bool):
     return tok
 
 
-def tiny_causal_lm(family: str, vocab_size: int, bos_id: int, eos_id: int, n_layers: int = 4, seed: int = 0):
+def tiny_causal_lm(family: str, vocab_size: int, bos_id: int, eos_id: int, n_layers: int, seed: int = 0):
     """A random LlamaForCausalLM / MistralForCausalLM with the real configs' structure, tiny widths."""
     from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
 
@@ -68,8 +68,10 @@ def snapshot_dir(cache: Path, hub_id: str, revision: str) -> Path:
     return repo / "snapshots" / revision
 
 
-def fill_hub_cache(cache: Path, model_names: list[str], n_layers: int = 4, dtype=torch.bfloat16) -> Path:
-    """Save one tiny random model per configured hub model into the cache, at its pinned revision."""
+def fill_hub_cache(cache: Path, model_names: list[str], n_layers: dict[str, int] | None = None,
+                   dtype=torch.bfloat16) -> Path:
+    """Save one tiny random model per configured hub model into the cache, at its pinned revision, with
+    the config's layer count unless `n_layers` names another (the run then overrides model.n_layers)."""
     base = REPO / "resources" / "models" / "smollm2-135m" / "tokenizer.json"
     for seed, name in enumerate(model_names):
         hub_id, revision, cfg = hub_source(name)
@@ -77,7 +79,8 @@ def fill_hub_cache(cache: Path, model_names: list[str], n_layers: int = 4, dtype
         if (out / "config.json").is_file():
             continue
         tok = bos_tokenizer(base, chat=bool(cfg.get("chat_template")))
-        model = tiny_causal_lm(cfg["family"], len(tok), tok.bos_token_id, tok.eos_token_id, n_layers, seed)
+        layers = (n_layers or {}).get(name, cfg["n_layers"])
+        model = tiny_causal_lm(cfg["family"], len(tok), tok.bos_token_id, tok.eos_token_id, layers, seed)
         model.to(dtype).save_pretrained(out)  # bf16 on disk, as the real checkpoints
         tok.save_pretrained(out)
         # real hub repos ship both formats; prepare_model must fetch (and link) only safetensors
