@@ -63,3 +63,10 @@ def test_every_model_loading_job_of_the_7b_plan_gets_a_gpu(tmp_path):
             assert res.get("gpu", "0") == "0", job
     # the paper preset plans all 400 test cases and the hub's WikiText-103 train for C
     assert "table1" in {j["rule"] for j in slurm}
+
+
+def test_a_hub_model_must_be_pinned_to_a_commit():
+    res = subprocess.run(SNAKEMAKE + ["-n", "--config", "overrides=model=llama2-7b model.source.revision=main"],
+                         cwd=REPO, capture_output=True, text=True)
+    assert res.returncode != 0
+    assert "model.source.revision: 'main' does not match" in res.stdout + res.stderr
