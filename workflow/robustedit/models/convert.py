@@ -6,6 +6,7 @@ fresh model built from the same config, and save that as safetensors.
 """
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import importlib
 import importlib.util
@@ -39,6 +40,21 @@ def locate_gguf(source: dict, workdir: Path) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def replaced_folder(out_dir: Path):
+    """Yield a temporary folder beside `out_dir` that replaces it on success; on failure it is removed
+    and `out_dir` is left as it was."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        yield tmp
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
 def convert_gguf(gguf_path: Path, out_dir: Path, rope_theta: float | None = None) -> None:
     """Dequantise a GGUF model to float32 safetensors + tokenizer in `out_dir` (written atomically)."""
     import torch
@@ -53,8 +69,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path, rope_theta: float | None = None
         del config.quantization_config
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(gguf_model.state_dict(), strict=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with replaced_folder(out_dir) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         cfg_path = tmp / "config.json"
@@ -67,12 +82,6 @@ def convert_gguf(gguf_path: Path, out_dir: Path, rope_theta: float | None = None
             if isinstance(rp, dict) and "rope_theta" in rp and float(rp["rope_theta"]) != float(rope_theta):
                 raise ConfigError(f"GGUF rope_theta {rp['rope_theta']} differs from model.rope_theta {rope_theta}")
         cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 # What a hub snapshot download fetches: the config, safetensors weights and tokenizer files. Hub repos
@@ -108,17 +117,10 @@ def prepare_hub_model(source: dict, out_dir: Path) -> dict:
     """A model folder of links to the snapshot's files (the weights stay in the Hugging Face cache once),
     so every loader reads resources/models/<name>/ whatever the source. Replaced atomically."""
     snapshot = download_hub_snapshot(source)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with replaced_folder(out_dir) as tmp:
         for f in sorted(snapshot.iterdir()):  # a cache may hold more of the repo than we fetch
             if f.is_file() and any(fnmatch.fnmatch(f.name, p) for p in HUB_ALLOW_PATTERNS):
                 (tmp / f.name).symlink_to(f.resolve())
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return {"kind": "hub", "hub_id": source["hub_id"], "revision": source.get("revision"),
             "commit": snapshot.name, "snapshot": str(snapshot)}
 
