@@ -4,7 +4,7 @@ Two kinds, chosen by the reader's model config (conf/model/<eren.reader>.yaml, `
 - seq2seq (family t5, e.g. FLAN-T5-XL, EREN's own reader): the plain prompt, right-padded, greedy
   `generate(max_length=max_new_tokens)` exactly as EREN's `gen_texts` (max_length=20, 10 with answer
   options). T5's max_length counts the decoder start token, so at most max_new_tokens - 1 tokens come out.
-- causal (families llama, mistral, gemma3, e.g. SmolLM2-Instruct, Llama-2-chat, Mistral-Instruct): the
+- causal (families llama, mistral, gemma3 and custom, e.g. SmolLM2-Instruct, Llama-2-chat, Mistral-Instruct): the
   prompt in the model's chat template (one user turn, generation prompt added) when the config says
   `chat_template: true`, LEFT-padded, greedy, at most `max_new_tokens` new tokens.
 Batches are padded here, not by the tokenizer, so a tokenizer without a pad token (Llama-2, Mistral)
@@ -80,21 +80,21 @@ class TimedReader:
 
 
 # The reader kind of each model family: causal families are those the edit model may have
-# (robustedit.models.arch.FAMILIES); seq2seq families can only read.
+# (robustedit.models.arch.CAUSAL_FAMILIES); seq2seq families can only read.
 SEQ2SEQ_FAMILIES = {"t5": ("T5ForConditionalGeneration", ("t5",))}  # family -> (class, config.model_type)
 
 
 def reader_kind(model_cfg: Mapping) -> str:
     """'seq2seq' or 'causal' for a reader's model config; an unknown family is a ConfigError."""
-    from ..models.arch import FAMILIES
+    from ..models.arch import CAUSAL_FAMILIES
 
     family = model_cfg.get("family")
     if family in SEQ2SEQ_FAMILIES:
         return "seq2seq"
-    if family in FAMILIES:
+    if family in CAUSAL_FAMILIES:
         return "causal"
     raise ConfigError(f"reader {model_cfg.get('name')!r}: model.family={family!r} is unknown; readers: "
-                      f"{sorted(FAMILIES)} (causal) or {sorted(SEQ2SEQ_FAMILIES)} (seq2seq)")
+                      f"{sorted(CAUSAL_FAMILIES)} (causal) or {sorted(SEQ2SEQ_FAMILIES)} (seq2seq)")
 
 
 def _left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -244,12 +244,13 @@ class Seq2SeqReader(_BatchedReader):
 
 def _expected(model_cfg: Mapping, kind: str) -> tuple[str, tuple[str, ...]]:
     """(transformers class, accepted config.model_type values) of the reader's family."""
-    from ..models.arch import FAMILIES
+    from ..models.arch import resolve_family
 
     family = model_cfg["family"]
     if kind == "seq2seq":
         return SEQ2SEQ_FAMILIES[family]
-    return FAMILIES[family].hf_class, FAMILIES[family].model_types
+    described = resolve_family(family, model_cfg.get("hf_class"), model_cfg.get("model_types"))  # preset or custom
+    return described.hf_class, described.model_types
 
 
 def _check_folder_config(config, model_cfg: Mapping, kind: str) -> None:

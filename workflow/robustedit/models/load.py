@@ -46,13 +46,25 @@ def check_tokenizer(tok, model_cfg: dict) -> None:
     adds_bos = tok.bos_token_id is not None and len(ids) > 0 and ids[0] == tok.bos_token_id
     if adds_bos != bool(model_cfg["add_bos"]):
         raise ConfigError(
-            f"model {model_cfg['name']}: config says add_bos={model_cfg['add_bos']} but the tokenizer "
-            f"{'adds' if adds_bos else 'does not add'} BOS"
+            f"model {model_cfg['name']}: model.add_bos={model_cfg['add_bos']} but the tokenizer "
+            f"{'adds' if adds_bos else 'does not add'} BOS; set model.add_bos: {str(adds_bos).lower()}"
         )
 
 
+def load_tokenizer(path: Path, model_cfg: dict):
+    """The folder's tokenizer, right-padded (pad = eos where it has none), its BOS behaviour checked."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    tok.padding_side = "right"  # ROME-family label alignment assumes right padding
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    check_tokenizer(tok, model_cfg)
+    return tok
+
+
 def load_model(model_dir: str | Path, model_cfg: dict, device: str = "cpu", dtype: str = "float32") -> LoadedModel:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     path = Path(model_dir)  # every source, hub snapshots too, is prepared into a plain model folder
     if not (path / "config.json").is_file():
@@ -60,11 +72,8 @@ def load_model(model_dir: str | Path, model_cfg: dict, device: str = "cpu", dtyp
             f"no model at {path}; run `snakemake --cores all prepare_models` (or `make models`) first"
         )
     arch = Architecture.from_config(model_cfg)
-    tok = AutoTokenizer.from_pretrained(path)
-    tok.padding_side = "right"  # ROME-family label alignment assumes right padding
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-    check_tokenizer(tok, model_cfg)
+    arch.check_config(AutoConfig.from_pretrained(path))  # before the weights: a wrong folder fails in seconds
+    tok = load_tokenizer(path, model_cfg)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype))
     model.to(resolve_device(device)).eval()
     for p in model.parameters():
