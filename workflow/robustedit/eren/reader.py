@@ -277,7 +277,7 @@ def load_reader(model_dir: str | Path, model_cfg: Mapping, *, device: str | torc
     # batch_size 16 and progress off: as ChatReader; the stages pass hardware.batch_size and progress=True.
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-    from ..models.load import check_tokenizer, resolve_device, resolve_dtype
+    from ..models.load import check_pad, check_tokenizer, resolve_device, resolve_dtype
 
     device = resolve_device(device) if isinstance(device, str) else device
     dtype = resolve_dtype(dtype) if isinstance(dtype, str) else dtype
@@ -292,6 +292,7 @@ def load_reader(model_dir: str | Path, model_cfg: Mapping, *, device: str | torc
     _check_folder_config(AutoConfig.from_pretrained(path), model_cfg, kind)
     tok = AutoTokenizer.from_pretrained(path)
     check_tokenizer(tok, dict(model_cfg))
+    check_pad(tok, dict(model_cfg))  # model.pad, where given, describes the tokenizer (the reader pads itself)
     auto = AutoModelForSeq2SeqLM if kind == "seq2seq" else AutoModelForCausalLM
     model = auto.from_pretrained(path, dtype=dtype)
     hf_class = _expected(model_cfg, kind)[0]

@@ -51,14 +51,46 @@ def check_tokenizer(tok, model_cfg: dict) -> None:
         )
 
 
+PAD_EOS, PAD_NONE = "eos", "none"  # model.pad values that are not a token: pad with EOS / no pad token
+
+
+def check_pad(tok, model_cfg: dict) -> None:
+    """model.pad states the tokenizer's own pad behaviour; verify rather than trust.
+
+    eos: it has no pad token (the loader pads with EOS); none: it has none and none is set (batches are
+    padded with masked placeholder ids); any other string: its pad token is exactly that token.
+    Absent or null (configs written before model.pad): not checked; the loader pads with EOS if needed."""
+    pad, own, name = model_cfg.get("pad"), tok.pad_token, model_cfg.get("name")
+    if pad is None:
+        return
+    if pad in (PAD_EOS, PAD_NONE):
+        if own is not None:
+            raise ConfigError(f"model {name}: model.pad={pad!r} says the tokenizer has no pad token, but it has "
+                              f"{own!r}; set model.pad: {own!r}")
+        if pad == PAD_EOS and tok.eos_token is None:
+            raise ConfigError(f"model {name}: model.pad='eos' but the tokenizer has no eos token; set model.pad: none")
+        return
+    if own != pad:
+        fix = repr(own) if own is not None else "eos (pad with EOS) or none"
+        raise ConfigError(f"model {name}: model.pad={pad!r} but the tokenizer's pad token is {own!r}; "
+                          f"set model.pad: {fix}")
+
+
+def apply_pad(tok, model_cfg: dict) -> None:
+    """Give the tokenizer the pad token the description asks for (after check_pad): EOS for `eos`, and for
+    an absent/null model.pad when the tokenizer has none (what load_model always did); `none` sets nothing."""
+    if tok.pad_token_id is None and model_cfg.get("pad") in (None, PAD_EOS):
+        tok.pad_token = tok.eos_token
+
+
 def load_tokenizer(path: Path, model_cfg: dict):
-    """The folder's tokenizer, right-padded (pad = eos where it has none), its BOS behaviour checked."""
+    """The folder's tokenizer, right-padded, its BOS and pad behaviour checked against the description."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(path)
     tok.padding_side = "right"  # ROME-family label alignment assumes right padding
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
+    check_pad(tok, model_cfg)
+    apply_pad(tok, model_cfg)
     check_tokenizer(tok, model_cfg)
     return tok
 
