@@ -211,7 +211,8 @@ def test_interrupted_run_keeps_finished_batches_and_no_partial_file(tmp_path):
     cache = RephraseCache(tmp_path)
     with pytest.raises(RuntimeError, match="backend died"):
         generate_rephrases(["A", "B", "C"], StubBackend(fail_on_call=2), cache, batch_size=2)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [cache.path(cache.make_key(StubBackend(), PAPER_PROMPT, 10)).name]
+    name = cache.path(cache.make_key(StubBackend(), PAPER_PROMPT, 10)).name
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name, f"{name}.lock"]  # the file and its write lock
     backend = StubBackend()
     run = generate_rephrases(["A", "B", "C"], backend, cache)
     assert (run.hits, run.misses, backend.prompts) == (2, 1, [fill_prompt(PAPER_PROMPT, "C", 10)])
@@ -225,7 +226,7 @@ def test_failed_write_leaves_previous_file_intact(tmp_path):
     with pytest.raises(TypeError):  # not JSON-serialisable: fails halfway through writing
         cache.store(key, {"A": {"raw": "1. a", "rephrases": ["a"]}, "B": {"raw": {1, 2}, "rephrases": []}})
     assert path.read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name, f"{path.name}.lock"]  # no temporary file
 
 
 def test_cache_file_integrity_checks(tmp_path):

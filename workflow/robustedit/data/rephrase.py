@@ -3,16 +3,20 @@
 The REP paper asked GPT-4o-mini "Give 10 rephrases representing the same entity: {ENTITY}" for each
 CounterFact subject. Replies are cached per (backend, model, decoding settings, prompt template, n),
 one JSON file per key, with the raw reply kept next to the parsed list so parsing can be audited.
-An entry, once written, is only replaced on an explicit regenerate=True.
+An entry, once written, is only replaced on an explicit regenerate=True. Writers (e.g. the cases jobs
+of two splits at once) merge under an exclusive lock (fcntl.flock on `<file>.lock`): each re-reads the
+file, adds its entries and rewrites it atomically, so no writer's entries are lost; readers need no lock.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from ..errors import ConfigError, DataIntegrityError, RecordError, RobustEditError
 from ..io import read_json, write_json
@@ -142,11 +146,30 @@ class RephraseCache:
                                          "'rephrases' list of strings")
         return entries
 
-    def store(self, key: dict, entries: dict[str, dict]) -> Path:
-        """Write all entries of `key` atomically (a crash leaves the previous file intact)."""
+    @contextlib.contextmanager
+    def locked(self, key: dict) -> Iterator[Path]:
+        """Hold the exclusive write lock of `key`'s file (a sidecar `<file>.lock`, never deleted: deleting it
+        would let a writer lock a new file while another holds the old one); yield the file's path."""
         path = self.path(key)
-        write_json(path, {"format": CACHE_FORMAT, "key": key, "entries": entries})
-        return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_name(path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            yield path
+
+    def merge(self, key: dict, entries: dict[str, dict], replace: bool = False) -> dict[str, dict]:
+        """Add `entries` to the file of `key` and return all its entries: under the lock, re-read the file,
+        merge, write atomically (a crash leaves the previous file intact). An entity already stored (by this
+        or another writer) keeps its entry unless replace=True (regenerate)."""
+        with self.locked(key) as path:
+            merged = self.load(key)
+            merged.update({e: v for e, v in entries.items() if replace or e not in merged})
+            write_json(path, {"format": CACHE_FORMAT, "key": key, "entries": merged})
+        return merged
+
+    def store(self, key: dict, entries: dict[str, dict]) -> Path:
+        """Write `entries` (replacing those entities) into the file of `key`, keeping the others; its path."""
+        self.merge(key, entries, replace=True)
+        return self.path(key)
 
 
 @dataclass
@@ -197,11 +220,11 @@ def generate_rephrases(entities: Iterable[str], backend: RephraseBackend, cache:
         if len(replies) != len(batch):
             raise RephraseBackendError(f"{backend.name} returned {len(replies)} replies for "
                                        f"{len(batch)} prompts")
+        new = {}
         for entity, reply in zip(batch, replies):
             parsed = parse_rephrases(reply.text, entity, n, truncated=reply.truncated)
-            entries[entity] = {"raw": reply.text, "truncated": reply.truncated, "rephrases": parsed,
-                               "count": len(parsed)}
-        cache.store(key, entries)
+            new[entity] = {"raw": reply.text, "truncated": reply.truncated, "rephrases": parsed, "count": len(parsed)}
+        entries = cache.merge(key, new, replace=regenerate)  # with what other writers stored meanwhile
         if progress is not None:
             progress(start + len(batch), len(todo))
     result = {e: list(entries[e]["rephrases"]) for e in wanted}
