@@ -32,7 +32,7 @@ rule fig_keys:
         mem_mb=6000,
         gpu=gpu_count,  # the resource snakemake-executor-plugin-slurm reads (--gpus)
     shell:
-        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py} scripts/fig_keys.py {params.overrides} job.split={wildcards.split} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py:q} scripts/fig_keys.py {params.overrides} job.split={wildcards.split:q} > {log:q} 2>&1"
 
 
 rule fig_unrelated:
@@ -57,7 +57,7 @@ rule fig_unrelated:
         mem_mb=6000,
         gpu=gpu_count,  # the resource snakemake-executor-plugin-slurm reads (--gpus)
     shell:
-        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py} scripts/fig_unrelated.py {params.overrides} job.split={wildcards.split} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py:q} scripts/fig_unrelated.py {params.overrides} job.split={wildcards.split:q} > {log:q} 2>&1"
 
 
 rule fig_values:
@@ -81,7 +81,7 @@ rule fig_values:
         mem_mb=6000,
         gpu=gpu_count,  # the resource snakemake-executor-plugin-slurm reads (--gpus)
     shell:
-        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py} scripts/fig_values.py {params.overrides} job.split={wildcards.split} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py:q} scripts/fig_values.py {params.overrides} job.split={wildcards.split:q} > {log:q} 2>&1"
 
 
 rule plot_keys:
@@ -103,9 +103,9 @@ rule plot_keys:
     benchmark:
         f"{RESULTS}/benchmarks/plot_keys.tsv"
     shell:
-        "{params.py} scripts/fig_plot.py keys --similarity {input.similarity} --pca {input.pca} --runs {params.runs}"
-        " --out-png {output.png} --out-csv {output.csv} --out-pca-png {output.pca_png} --out-pca-csv {output.pca_csv}"
-        " > {log} 2>&1"
+        "{params.py:q} scripts/fig_plot.py keys --similarity {input.similarity:q} --pca {input.pca:q} --runs {params.runs}"
+        " --out-png {output.png:q} --out-csv {output.csv:q} --out-pca-png {output.pca_png:q} --out-pca-csv {output.pca_csv:q}"
+        " > {log:q} 2>&1"
 
 
 rule plot_unrelated:
@@ -128,9 +128,9 @@ rule plot_unrelated:
     benchmark:
         f"{RESULTS}/benchmarks/plot_unrelated.tsv"
     shell:
-        "{params.py} scripts/fig_plot.py unrelated --top {input.top} --hist {input.hist}"
-        " --similarity {input.similarity} --runs {params.runs}"
-        " --out-png {output.png} --out-csv {output.csv} --out-hist-csv {output.hist_csv} > {log} 2>&1"
+        "{params.py:q} scripts/fig_plot.py unrelated --top {input.top:q} --hist {input.hist:q}"
+        " --similarity {input.similarity:q} --runs {params.runs}"
+        " --out-png {output.png:q} --out-csv {output.csv:q} --out-hist-csv {output.hist_csv:q} > {log:q} 2>&1"
 
 
 rule plot_values:
@@ -149,8 +149,8 @@ rule plot_values:
     benchmark:
         f"{RESULTS}/benchmarks/plot_values.tsv"
     shell:
-        "{params.py} scripts/fig_plot.py values --values {input.values} --runs {params.runs}"
-        " --out-png {output.png} --out-csv {output.csv} > {log} 2>&1"
+        "{params.py:q} scripts/fig_plot.py values --values {input.values:q} --runs {params.runs}"
+        " --out-png {output.png:q} --out-csv {output.csv:q} > {log:q} 2>&1"
 
 
 rule figures:

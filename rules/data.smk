@@ -22,4 +22,4 @@ rule cases:
         mem_mb=4000,
         gpu=gpu_count,  # the resource snakemake-executor-plugin-slurm reads (--gpus)
     shell:
-        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py} scripts/build_cases.py {params.overrides} job.split={wildcards.split} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py:q} scripts/build_cases.py {params.overrides} job.split={wildcards.split:q} > {log:q} 2>&1"

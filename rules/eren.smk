@@ -39,7 +39,7 @@ rule eren_index:
         mem_mb=4000,
         gpu=gpu_count,  # the resource snakemake-executor-plugin-slurm reads (--gpus)
     shell:
-        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py} scripts/eren_index.py {params.overrides} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py:q} scripts/eren_index.py {params.overrides} > {log:q} 2>&1"
 
 
 rule eren_eval:
@@ -65,7 +65,7 @@ rule eren_eval:
         mem_mb=4000,
         gpu=gpu_count,  # the resource snakemake-executor-plugin-slurm reads (--gpus)
     shell:
-        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py} scripts/eren_eval.py {params.overrides} job.dataset={wildcards.eren_dataset} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py:q} scripts/eren_eval.py {params.overrides} job.dataset={wildcards.eren_dataset:q} > {log:q} 2>&1"
 
 
 rule eren_table:
@@ -83,7 +83,7 @@ rule eren_table:
     benchmark:
         f"{RESULTS}/benchmarks/eren_table.tsv"
     shell:
-        "{params.py} scripts/make_eren_table.py --out-csv {output.csv} --out-md {output.md} {input.summaries} > {log} 2>&1"
+        "{params.py:q} scripts/make_eren_table.py --out-csv {output.csv:q} --out-md {output.md:q} {input.summaries:q} > {log:q} 2>&1"
 
 
 rule eren_scaling:
@@ -107,7 +107,7 @@ rule eren_scaling:
         mem_mb=6000,
         gpu=gpu_count,  # the resource snakemake-executor-plugin-slurm reads (--gpus)
     shell:
-        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py} scripts/eren_scaling.py {params.overrides} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py:q} scripts/eren_scaling.py {params.overrides} > {log:q} 2>&1"
 
 
 rule eren_scaling_plot:
@@ -126,8 +126,8 @@ rule eren_scaling_plot:
     benchmark:
         f"{RESULTS}/benchmarks/eren_scaling_plot.tsv"
     shell:
-        "{params.py} scripts/make_eren_scaling.py --out-csv {output.csv} --out-png {output.png}"
-        " --out-fig-csv {output.fig_csv} {input.scalings} > {log} 2>&1"
+        "{params.py:q} scripts/make_eren_scaling.py --out-csv {output.csv:q} --out-png {output.png:q}"
+        " --out-fig-csv {output.fig_csv:q} {input.scalings:q} > {log:q} 2>&1"
 
 
 rule eren_suite:
@@ -151,7 +151,7 @@ rule eren_suite:
         mem_mb=4000,
         gpu=gpu_count,  # the resource snakemake-executor-plugin-slurm reads (--gpus)
     shell:
-        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py} scripts/eren_suite.py {params.overrides} job.split={wildcards.split} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py:q} scripts/eren_suite.py {params.overrides} job.split={wildcards.split:q} > {log:q} 2>&1"
 
 
 rule eren:

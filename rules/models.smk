@@ -20,7 +20,7 @@ rule prepare_model:
     resources:
         mem_mb=4000,
     shell:
-        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py} scripts/prepare_model.py {params.overrides} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py:q} scripts/prepare_model.py {params.overrides} > {log:q} 2>&1"
 
 
 rule prepare_models:

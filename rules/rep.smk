@@ -22,7 +22,7 @@ rule rep:
         mem_mb=6000,
         gpu=gpu_count,  # the resource snakemake-executor-plugin-slurm reads (--gpus)
     shell:
-        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py} scripts/rep_train.py {params.overrides} job.split={wildcards.split} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py:q} scripts/rep_train.py {params.overrides} job.split={wildcards.split:q} > {log:q} 2>&1"
 
 
 rule eval_rep:
@@ -48,7 +48,7 @@ rule eval_rep:
         mem_mb=6000,
         gpu=gpu_count,  # the resource snakemake-executor-plugin-slurm reads (--gpus)
     shell:
-        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py} scripts/evaluate_rep.py {params.overrides} job.split={wildcards.split} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py:q} scripts/evaluate_rep.py {params.overrides} job.split={wildcards.split:q} > {log:q} 2>&1"
 
 
 rule gate_threshold:
@@ -69,5 +69,5 @@ rule gate_threshold:
     benchmark:
         f"{RESULTS}/benchmarks/gate_threshold.tsv"
     shell:
-        "{params.py} scripts/make_gate_table.py --out-csv {output.csv} --out-png {output.figure}"
-        " --thresholds {params.thresholds} --summaries {input.summaries} > {log} 2>&1"
+        "{params.py:q} scripts/make_gate_table.py --out-csv {output.csv:q} --out-png {output.figure:q}"
+        " --thresholds {params.thresholds:q} --summaries {input.summaries:q} > {log:q} 2>&1"

@@ -22,7 +22,7 @@ rule rome:
         mem_mb=6000,
         gpu=gpu_count,  # the resource snakemake-executor-plugin-slurm reads (--gpus)
     shell:
-        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py} scripts/rome_edits.py {params.overrides} job.split={wildcards.split} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py:q} scripts/rome_edits.py {params.overrides} job.split={wildcards.split:q} > {log:q} 2>&1"
 
 
 rule eval_rome:
@@ -46,7 +46,7 @@ rule eval_rome:
         mem_mb=6000,
         gpu=gpu_count,  # the resource snakemake-executor-plugin-slurm reads (--gpus)
     shell:
-        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py} scripts/evaluate_edits.py {params.overrides} job.split={wildcards.split} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py:q} scripts/evaluate_edits.py {params.overrides} job.split={wildcards.split:q} > {log:q} 2>&1"
 
 
 rule table1:
@@ -66,4 +66,4 @@ rule table1:
     benchmark:
         f"{RESULTS}/benchmarks/table1.tsv"
     shell:
-        "{params.py} scripts/make_table1.py --out-csv {output.csv} --out-md {output.md} {input.summaries} > {log} 2>&1"
+        "{params.py:q} scripts/make_table1.py --out-csv {output.csv:q} --out-md {output.md:q} {input.summaries:q} > {log:q} 2>&1"

@@ -20,7 +20,7 @@ rule stats:
         mem_mb=6000,
         gpu=gpu_count,  # the resource snakemake-executor-plugin-slurm reads (--gpus)
     shell:
-        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py} scripts/compute_stats.py {params.overrides} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py:q} scripts/compute_stats.py {params.overrides} > {log:q} 2>&1"
 
 
 rule templates:
@@ -42,4 +42,4 @@ rule templates:
         mem_mb=4000,
         gpu=gpu_count,  # the resource snakemake-executor-plugin-slurm reads (--gpus)
     shell:
-        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py} scripts/make_templates.py {params.overrides} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py:q} scripts/make_templates.py {params.overrides} > {log:q} 2>&1"

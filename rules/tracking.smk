@@ -28,5 +28,5 @@ rule wandb_log:
     benchmark:
         f"{RESULTS}/benchmarks/wandb_log.tsv"
     shell:
-        "{params.py} scripts/wandb_log.py {params.runs} --stages {params.stages} --tables {input.tables}"
-        " --figures {input.figures} --out {output.marker} > {log} 2>&1"
+        "{params.py:q} scripts/wandb_log.py {params.runs} --stages {params.stages} --tables {input.tables:q}"
+        " --figures {input.figures:q} --out {output.marker:q} > {log:q} 2>&1"
