@@ -60,13 +60,28 @@ def gpu_count(wildcards):
     return MODEL_CFGS[wildcards.model][1]["hardware"]["gpus"]
 
 
+def forced(rule):
+    """Whether this invocation forces `rule` by name (--forcerun/-R <rule>, --forceall/-F). Known only once
+    the DAG is built (workflow.dag_settings is None while the Snakefile is parsed)."""
+    ds = workflow.dag_settings
+    return ds is not None and (ds.forceall or rule in ds.forcerun)
+
+
+# Hydra override of a forced job: the stage deletes its resume checkpoint (<split>.*.partial, mom2.partial.pt)
+# and starts afresh. Passed only by the Snakemake process that was given the flag: a job a remote executor
+# (SLURM) re-plans does not see it and resumes a checkpoint that passes the stamp checks (same stage hash,
+# code version and cases: the same computation).
+FRESH_OVERRIDE = "++job.fresh=true"
+
+
 def overrides_for(stage):
-    """Snakemake params function: the quoted Hydra overrides behind a stage directory."""
+    """Snakemake params function: the quoted Hydra overrides behind a stage directory (rule name = stage),
+    plus FRESH_OVERRIDE when the rule is forced."""
     def get(wildcards):
         key = (stage, wildcards.model, wildcards.hash)
         if key not in OVERRIDES:
             raise ValueError(f"no configured run produces {stage} outputs {key}; add it to `runs`")
-        return " ".join(shlex.quote(o) for o in OVERRIDES[key])
+        return " ".join(shlex.quote(o) for o in OVERRIDES[key] + ([FRESH_OVERRIDE] if forced(stage) else []))
     return get
 
 

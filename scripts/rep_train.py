@@ -5,21 +5,26 @@ Writes <stage dir>/<split>.adaptors.pt ({"case_ids", "layer", "states": [adaptor
 <split>.rep.jsonl (per case: pool counts, per-step losses, final gate statistics). Resumable: each
 finished case is written once to <split>.adaptors.partial/ (io.CasePieces: O(N) bytes in all, where
 rewriting every state after each save was O(N²), ~0.5 TB for 400 LLaMA-2-7B cases) and a rerun
-continues after the verified ones. The final file is assembled from the memory-mapped pieces, so
-the adaptors are never all in memory at once.
+continues after the verified ones (same case_ids, stage hash and code version: io.checkpoint_stamp;
+a forced rerun, job.fresh=true, starts afresh). The final file is assembled from the memory-mapped
+pieces, so the adaptors are never all in memory at once.
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+import common
 import torch
 from common import model_dir, stage_app, stage_dir
 
-from robustedit.io import CasePieces, read_json, read_jsonl, save_torch, write_jsonl
+from robustedit.io import (CasePieces, checkpoint_stamp, read_json, read_jsonl, remove_stray_temps, save_torch,
+                           write_jsonl)
 from robustedit.models.load import load_model, resolve_device
 from robustedit.rep import AdaptorConfig, RepTrainConfig, fit_rep_adaptor
 
 PRINT_EVERY = 8  # cases between progress lines (every case is saved as soon as it is trained)
+STAMP_FILES = (__file__, common.__file__)  # the scripts a checkpoint's code version covers (besides the library)
 
 
 def rep_configs(rep: dict) -> tuple[AdaptorConfig, RepTrainConfig]:
@@ -31,6 +36,7 @@ def rep_configs(rep: dict) -> tuple[AdaptorConfig, RepTrainConfig]:
 @stage_app("rep")
 def main(cfg: dict, out_dir: Path) -> None:
     split, hw = cfg["job"]["split"], cfg["hardware"]
+    remove_stray_temps(out_dir, f"{split}.")  # temporary files of this split's outputs left by a killed run
     cases = read_jsonl(stage_dir(cfg, "cases") / f"{split}.jsonl")
     templates = read_json(stage_dir(cfg, "templates") / "templates.json")
     edits = torch.load(stage_dir(cfg, "rome") / f"{split}.edits.pt", weights_only=True)
@@ -46,15 +52,19 @@ def main(cfg: dict, out_dir: Path) -> None:
         return fit_rep_adaptor(lm.model, lm.tokenizer, down_proj, case, templates, edits["u"][i].to(device),
                                acfg=acfg, tcfg=tcfg, seed=cfg["seed"], device=device)
 
-    states, logs = train_cases(cases, fit_case, out_dir / f"{split}.adaptors.partial")
+    stamp = checkpoint_stamp("rep", out_dir, STAMP_FILES)
+    states, logs = train_cases(cases, fit_case, out_dir / f"{split}.adaptors.partial", stamp,
+                               fresh=bool(cfg["job"].get("fresh")))
     write_outputs(out_dir, split, [c["case_id"] for c in cases], layer, states, logs)
 
 
-def train_cases(cases: list[dict], fit_case, partial_dir: Path) -> tuple[list[dict], list[dict]]:
+def train_cases(cases: list[dict], fit_case, partial_dir: Path, stamp: dict,
+                fresh: bool = False) -> tuple[list[dict], list[dict]]:
     """Fit every case not yet in `partial_dir` (fit_case(i, case) -> RepResult), saving each case once;
-    return all adaptor states (memory-mapped from the pieces) and logs, in case order."""
-    pieces = CasePieces(partial_dir, [c["case_id"] for c in cases], "rep")
-    n_done = len(pieces.load())
+    return all adaptor states (memory-mapped from the pieces) and logs, in case order. Pieces of another
+    `stamp` (io.checkpoint_stamp) or case list are discarded; fresh=True discards any."""
+    pieces = CasePieces(partial_dir, [c["case_id"] for c in cases], "rep", stamp=stamp)
+    n_done = len(pieces.resume(fresh))
     if n_done:
         print(f"[rep] resuming after {n_done} of {len(cases)} cases", flush=True)
     for i in range(n_done, len(cases)):
@@ -75,7 +85,7 @@ def write_outputs(out_dir: Path, split: str, case_ids: list, layer: int, states:
     """The final adaptors file, written once, then the logs; the partial folder is removed last."""
     save_torch({"case_ids": case_ids, "layer": layer, "states": states}, out_dir / f"{split}.adaptors.pt")
     write_jsonl(out_dir / f"{split}.rep.jsonl", logs)
-    CasePieces(out_dir / f"{split}.adaptors.partial", case_ids, "rep").remove()
+    shutil.rmtree(out_dir / f"{split}.adaptors.partial", ignore_errors=True)
 
 
 if __name__ == "__main__":

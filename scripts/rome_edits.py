@@ -3,30 +3,34 @@
     python scripts/rome_edits.py job.split=valid
 Writes <stage dir>/<split>.edits.pt ({"case_ids", "layer", "u" [N, key], "v" [N, hidden]}) and
 <split>.rome.jsonl (per case: v* losses, number of updates, early stop, norms). Finished chunks of
-cases are kept in <split>.edits.partial/ (one file each, io.CasePieces) and a rerun continues after them.
+cases are kept in <split>.edits.partial/ (one file each, io.CasePieces) and a rerun continues after
+them if they have this run's case_ids, stage hash and code version (io.checkpoint_stamp); a forced
+rerun (job.fresh=true, passed by `snakemake --forcerun rome`) starts afresh.
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
+from typing import Callable
 
+import common
 import torch
 from common import model_dir, stage_app, stage_dir
 
-from robustedit.io import CasePieces, atomic_path, read_json, read_jsonl, write_jsonl
+from robustedit.io import (CasePieces, checkpoint_stamp, read_json, read_jsonl, remove_stray_temps, save_torch,
+                           write_jsonl)
 from robustedit.models.load import load_model, resolve_device
 from robustedit.rome.compute_u import MomentSolver
 from robustedit.rome.execute import execute_rome_detailed
 from robustedit.rome.hparams import ROMEHyperParams
 
-
-def save_torch(obj, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+STAMP_FILES = (__file__, common.__file__)  # the scripts a checkpoint's code version covers (besides the library)
 
 
 @stage_app("rome")
 def main(cfg: dict, out_dir: Path) -> None:
     split, hw = cfg["job"]["split"], cfg["hardware"]
+    remove_stray_temps(out_dir, f"{split}.")  # temporary files of this split's outputs left by a killed run
     cases = read_jsonl(stage_dir(cfg, "cases") / f"{split}.jsonl")
     templates = read_json(stage_dir(cfg, "templates") / "templates.json")
     hp = ROMEHyperParams.from_config(cfg["rome"])
@@ -37,34 +41,57 @@ def main(cfg: dict, out_dir: Path) -> None:
     lm = load_model(model_dir(cfg), cfg["model"], hw["device"], hw["dtype"])
     device, layer = resolve_device(hw["device"]), cfg["model"]["layer"]
 
-    # one piece per chunk of cases, each written once (O(N) writes); verified against the cases on resume
-    pieces = CasePieces(out_dir / f"{split}.edits.partial", [c["case_id"] for c in cases], "rome")
-    done = {"u": [], "v": [], "diag": []}
-    for rec in pieces.load(mmap=False):
+    def edit_chunk(chunk: list[dict]) -> list[dict]:
+        requests = [{k: c[k] for k in ("case_id", "prompt", "subject", "target_new")} for c in chunk]
+        results = execute_rome_detailed(lm.model, lm.tokenizer, lm.arch, requests, solver, templates, hp, device,
+                                        layer)
+        return [edit_record(case, edit, res) for case, (edit, res) in zip(chunk, results)]
+
+    done = edit_cases(cases, edit_chunk, out_dir / f"{split}.edits.partial", hp.batch_cases,
+                      checkpoint_stamp("rome", out_dir, STAMP_FILES), fresh=bool(cfg["job"].get("fresh")))
+    write_outputs(out_dir, split, layer, done)
+
+
+def edit_record(case: dict, edit, res) -> dict:
+    """One case's u, v (float32, CPU) and diagnostics; a non-finite edit stops the stage."""
+    if not (torch.isfinite(edit.u).all() and torch.isfinite(edit.v).all()):
+        raise FloatingPointError(f"[rome] case_id {case['case_id']}: non-finite edit; nothing saved")
+    return {"u": edit.u.float().cpu(), "v": edit.v.float().cpu(),
+            "diag": {"case_id": case["case_id"], "n_updates": res.n_updates, "stopped_early": res.stopped_early,
+                     "first_loss": res.losses[0], "final_loss": res.losses[-1], "delta_norm": float(res.delta.norm()),
+                     "v_init_norm": float(res.v_init.norm())}}
+
+
+def edit_cases(cases: list[dict], edit_chunk: Callable[[list[dict]], list[dict]], partial_dir: Path,
+               batch_cases: int, stamp: dict, fresh: bool = False) -> dict[str, list]:
+    """Edit every case not yet in `partial_dir`, `batch_cases` at a time (edit_chunk(chunk) -> one
+    {"u", "v", "diag"} per case), one piece per chunk, each written once (O(N) writes); return the
+    lists "u", "v", "diag" of all cases in order. Pieces of another `stamp` (io.checkpoint_stamp) or case
+    list are discarded; fresh=True discards any."""
+    pieces = CasePieces(partial_dir, [c["case_id"] for c in cases], "rome", stamp=stamp)
+    done: dict[str, list] = {"u": [], "v": [], "diag": []}
+    for rec in pieces.resume(fresh, mmap=False):
         for key in done:
             done[key].append(rec[key])
     if done["diag"]:
         print(f"[rome] resuming after {len(done['diag'])} of {len(cases)} cases", flush=True)
-    for lo in range(len(done["diag"]), len(cases), hp.batch_cases):
-        chunk = cases[lo: lo + hp.batch_cases]
-        requests = [{k: c[k] for k in ("case_id", "prompt", "subject", "target_new")} for c in chunk]
-        for case, (edit, res) in zip(chunk, execute_rome_detailed(
-                lm.model, lm.tokenizer, lm.arch, requests, solver, templates, hp, device, layer)):
-            if not (torch.isfinite(edit.u).all() and torch.isfinite(edit.v).all()):
-                raise FloatingPointError(f"[rome] case_id {case['case_id']}: non-finite edit; nothing saved")
-            done["u"].append(edit.u.float().cpu())
-            done["v"].append(edit.v.float().cpu())
-            done["diag"].append({"case_id": case["case_id"], "n_updates": res.n_updates,
-                                 "stopped_early": res.stopped_early, "first_loss": res.losses[0],
-                                 "final_loss": res.losses[-1], "delta_norm": float(res.delta.norm()),
-                                 "v_init_norm": float(res.v_init.norm())})
-        pieces.write(lo, [c["case_id"] for c in chunk], [{key: done[key][i] for key in done}
-                                                         for i in range(lo, len(done["diag"]))])
+    for lo in range(len(done["diag"]), len(cases), batch_cases):
+        chunk = cases[lo: lo + batch_cases]
+        records = edit_chunk(chunk)
+        pieces.write(lo, [c["case_id"] for c in chunk], records)
+        for rec in records:
+            for key in done:
+                done[key].append(rec[key])
         print(f"[rome] {len(done['diag'])}/{len(cases)} cases", flush=True)
+    return done
+
+
+def write_outputs(out_dir: Path, split: str, layer: int, done: dict[str, list]) -> None:
+    """The edits file and the diagnostics; the partial folder is removed last."""
     save_torch({"case_ids": [d["case_id"] for d in done["diag"]], "layer": layer,
                 "u": torch.stack(done["u"]), "v": torch.stack(done["v"])}, out_dir / f"{split}.edits.pt")
     write_jsonl(out_dir / f"{split}.rome.jsonl", done["diag"])
-    pieces.remove()
+    shutil.rmtree(out_dir / f"{split}.edits.partial", ignore_errors=True)
 
 
 if __name__ == "__main__":

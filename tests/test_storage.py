@@ -22,6 +22,7 @@ import rep_train  # noqa: E402
 LAYER = 1
 ARCH = Architecture("llama", 4)
 FORMAT = "robustedit.rep.adaptor/1"
+STAMP = {"stage": "rep", "stage_hash": "0123456789", "code_version": "test"}  # io.checkpoint_stamp's shape
 
 
 def stub_fit(d=16):
@@ -67,7 +68,7 @@ def saves(monkeypatch):
 
 
 def run_rep(tmp_path, cases, fit, split="valid"):
-    states, logs = rep_train.train_cases(cases, fit, tmp_path / f"{split}.adaptors.partial")
+    states, logs = rep_train.train_cases(cases, fit, tmp_path / f"{split}.adaptors.partial", STAMP)
     rep_train.write_outputs(tmp_path, split, [c["case_id"] for c in cases], LAYER, states, logs)
     return torch.load(tmp_path / f"{split}.adaptors.pt", weights_only=True)
 
@@ -126,7 +127,7 @@ def test_killed_rep_run_resumes_to_identical_outputs(tmp_path, capsys, llama_tok
 def partial_of(tmp_path, ids, n_done):
     """A partial folder holding the first n_done cases of `ids` (a run killed after them)."""
     fit = stub_fit()
-    pieces = CasePieces(tmp_path / "valid.adaptors.partial", ids, "rep")
+    pieces = CasePieces(tmp_path / "valid.adaptors.partial", ids, "rep", stamp=STAMP)
     for i in range(n_done):
         res = fit(i, {"case_id": ids[i]})
         pieces.write(i, [ids[i]], [{"state": res.state, "log": {"case_id": ids[i], **res.log}}])
@@ -161,11 +162,11 @@ def test_mismatched_partial_is_discarded_not_resumed_onto(tmp_path, capsys, dama
 def test_pieces_of_several_cases_resume_at_the_right_case(tmp_path):
     """ROME's layout: one piece per chunk of cases; load returns the records in case order."""
     ids = [11, 12, 13, 14, 15]
-    pieces = CasePieces(tmp_path / "valid.edits.partial", ids, "rome")
+    pieces = CasePieces(tmp_path / "valid.edits.partial", ids, "rome", stamp=STAMP)
     pieces.write(0, ids[:2], [{"u": torch.ones(3), "diag": {"case_id": 11}},
                               {"u": torch.zeros(3), "diag": {"case_id": 12}}])
     pieces.write(2, ids[2:4], [{"u": torch.full((3,), 2.0), "diag": {"case_id": c}} for c in ids[2:4]])
-    got = CasePieces(tmp_path / "valid.edits.partial", ids, "rome").load(mmap=False)
+    got = CasePieces(tmp_path / "valid.edits.partial", ids, "rome", stamp=STAMP).load(mmap=False)
     assert [r["diag"]["case_id"] for r in got] == ids[:4] and torch.equal(got[2]["u"], torch.full((3,), 2.0))
     with pytest.raises(ValueError, match="expected"):
         pieces.write(4, [99], [{"u": torch.ones(3)}])

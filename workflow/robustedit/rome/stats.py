@@ -16,10 +16,15 @@ over the tokens of a deterministic document subsample (kmeng01/rome `layer_stats
   0.97 GB at D = 11,008), so the time rule bounds the writes: at most min(chunks - 1, run time /
   checkpoint_seconds) checkpoints. It never changes the result, which does not depend on batching,
   chunking or resumption beyond float64 rounding.
+- A checkpoint records what it covers: `meta` (layer, sample, truncation, BOS policy) and `rows_sha256`,
+  a digest of the texts of its first `n_docs_done` sampled documents in processing order. A state that
+  does not match this call (other meta or shape, other rows: e.g. an edited data file) raises
+  ResumeMismatch before any work, and the caller starts afresh.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import random
 import time
 from dataclasses import dataclass
@@ -32,6 +37,18 @@ from ..errors import ConfigError
 from ..hooks import capture_input, run_until, stop_after
 
 ACCUMULATE_DTYPES = (torch.float64, torch.float32)
+
+
+class ResumeMismatch(ConfigError):
+    """A second-moment state that cannot be resumed here (other meta, shape or rows); start afresh."""
+
+
+def feed_rows(digest, texts: Sequence[str]) -> None:
+    """Add documents to a rows digest (length-prefixed UTF-8, so the boundaries count)."""
+    for text in texts:
+        data = text.encode("utf-8", "surrogatepass")
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
 
 
 class SecondMoment:
@@ -157,10 +174,9 @@ def compute_second_moment(
     meta = {"layer": int(layer), "n_selected": len(selected), "n_texts": len(texts), "seed": int(seed),
             "max_length": int(max_length), "include_bos": bool(include_bos)}
     acc = SecondMoment(down_proj.in_features, dtype=dtype, device=device, meta=meta)
+    done_rows = hashlib.sha256()  # digest of the documents summed so far, in order (saved with each checkpoint)
     if state is not None:
-        acc.load_state_dict(state)
-        if acc.meta != meta:
-            raise ConfigError(f"cannot resume second-moment statistics collected with {acc.meta} for {meta}")
+        resume_state(acc, state, meta, done_rows, texts, selected)
     start_docs, start_tokens = acc.n_docs_done, acc.count
     bos_id = tok.bos_token_id if prepends_bos(tok) else None  # None: nothing to drop (e.g. SmolLM2)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0  # value irrelevant: pads are masked
@@ -177,11 +193,12 @@ def compute_second_moment(
             for rows in token_budget_batches([len(x) for x in enc], batch_tokens):
                 acc.add(_key_rows(model, down_proj, [enc[r] for r in rows], include_bos, bos_id, pad_id, device))
             acc.n_docs_done = lo + len(chunk)
+            feed_rows(done_rows, chunk)
             if progress:
                 bar.update(len(chunk))
             due = clock() - last_checkpoint >= checkpoint_seconds
             if on_checkpoint is not None and due and acc.n_docs_done < len(selected):
-                on_checkpoint(acc.state_dict())
+                on_checkpoint({**acc.state_dict(), "rows_sha256": done_rows.hexdigest()})
                 last_checkpoint = clock()
     seconds = time.perf_counter() - t0
     tokens = acc.count - start_tokens
@@ -189,3 +206,21 @@ def compute_second_moment(
              "tokens_per_s": tokens / seconds if seconds > 0 else float("nan"),
              "tokens_total": acc.count, "docs_total": acc.n_docs_done, "resumed_from_docs": start_docs}
     return MomentResult(acc.moment(), acc, stats)
+
+
+def resume_state(acc: SecondMoment, state: dict, meta: dict, rows, texts: Sequence[str],
+                 selected: Sequence[int]) -> None:
+    """Load `state` into `acc` if it was collected with `meta` over exactly the first n_docs_done `selected`
+    texts (fed into the rows digest); else raise ResumeMismatch naming what differs."""
+    try:
+        acc.load_state_dict(state)
+    except (ConfigError, KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ResumeMismatch(f"cannot resume second-moment state: {e}") from e
+    if acc.meta != meta:
+        raise ResumeMismatch(f"cannot resume second-moment statistics collected with {acc.meta} for {meta}")
+    if not 0 <= acc.n_docs_done <= len(selected):
+        raise ResumeMismatch(f"cannot resume after {acc.n_docs_done} rows of {len(selected)} sampled")
+    feed_rows(rows, [texts[i] for i in selected[: acc.n_docs_done]])
+    if state.get("rows_sha256") != rows.hexdigest():
+        raise ResumeMismatch(f"cannot resume: the first {acc.n_docs_done} sampled rows are not the ones summed "
+                             f"(rows_sha256 {state.get('rows_sha256')!r}, these rows {rows.hexdigest()!r})")
