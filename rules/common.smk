@@ -8,6 +8,7 @@ from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 from common import compose, model_dir, stage_dir, stage_hash  # noqa: E402
+from robustedit.errors import ConfigError  # noqa: E402
 from robustedit.stages import STAGES  # noqa: E402
 
 configfile: "conf/pipeline.yaml"
@@ -25,6 +26,7 @@ PY = "python" if DeploymentMethod.CONDA in workflow.deployment_settings.deployme
 COMMON_OVERRIDES = shlex.split(config.get("overrides") or "")
 RUNS = [shlex.split(r) + COMMON_OVERRIDES for r in config["runs"]]
 CFGS = [compose(r) for r in RUNS]
+
 # Rule patterns below are rooted at these folders, which all runs must share.
 RESULTS, MODELS, DATA = (CFGS[0]["paths"][k] for k in ("results", "models", "data"))
 if any((c["paths"]["results"], c["paths"]["models"], c["paths"]["data"]) != (RESULTS, MODELS, DATA) for c in CFGS):
@@ -52,6 +54,35 @@ for _ovr, _cfg in zip(RUNS, CFGS):
         _key = ("eval_rep", _scfg["model"]["name"], stage_hash(_scfg, "eval_rep"))
         OVERRIDES.setdefault(_key, _sovr)
         RUN_OF.setdefault(_key, _scfg)
+
+
+# Splits that gathering targets read, by key; each must be built (in data.splits) by its run.
+SPLIT_KEYS = {
+    "eval.report_split": lambda c: [c["eval"]["report_split"]],  # Table 1, the EREN suite row, wandb_log
+    "rep.sweep_splits": lambda c: list(c["rep"]["sweep_splits"]),  # the gate-threshold ablation
+    "analysis.split": lambda c: [c["analysis"]["split"]],  # the analysis figures
+}
+
+
+def check_splits(key):
+    """Raise, naming `key`, if a run's `key` reads a split its data.splits does not build (build_cases would
+    refuse it only when the job runs)."""
+    for run, cfg in zip(RUNS, CFGS):
+        built = cfg["data"]["splits"]
+        missing = [s for s in SPLIT_KEYS[key](cfg) if s not in built]
+        if missing:
+            raise ConfigError(f"run {shlex.join(run)!r}: {key} reads split(s) {missing}, which data.splits={built} "
+                              f"does not build; add them to data.splits or choose {key} among {built}")
+
+
+def needs_splits(key, paths):
+    """Input function gathering `paths`, files of the splits named by `key`; it calls check_splits(key)
+    when the DAG is built, so an impossible split fails at planning, and only when such a target is asked for
+    (e.g. `figures` with data.splits=[valid] needs no test split)."""
+    def get(wildcards):
+        check_splits(key)
+        return paths
+    return get
 
 
 def gpu_count(wildcards):
@@ -93,8 +124,8 @@ def _run_labels():
 
 
 def fig_inputs(stage, suffix):
-    """One per-run CSV of `stage` for every run (its analysis.split)."""
-    return [stage_dir(c, stage) / f"{c['analysis']['split']}.{suffix}" for c in CFGS]
+    """Input function: one per-run CSV of `stage` for every run (its analysis.split, checked)."""
+    return needs_splits("analysis.split", [stage_dir(c, stage) / f"{c['analysis']['split']}.{suffix}" for c in CFGS])
 
 
 def _one_run_per_hash(stage):

@@ -156,4 +156,4 @@ rule eren_suite:
 
 rule eren:
     input:
-        EREN_TARGETS,
+        needs_splits("eval.report_split", EREN_TARGETS),
