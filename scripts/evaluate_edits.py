@@ -73,7 +73,7 @@ def evaluate_split(cfg: dict, edits_path: Path, out_dir: Path, method: str, edit
     write_json(out_dir / f"{split}.summary.json", {"method": method, "model": cfg["model"]["name"],
                                                    "split": split, "include_unedited": include_unedited,
                                                    "summaries": summaries(per_case)})
-    post = summarise(per_case, cfg["eval"]["metric"], cfg["eval"]["aggregation"])
+    post = summarise(per_case, "exact_match", "micro")  # Table 1's metric (scripts/make_table1.py)
     print(f"[eval] {method} {split}: " + ", ".join(f"{k} {v:.1f}" for k, v in post["columns"].items()), flush=True)
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
 
+from make_table1 import AGGREGATION, METRIC  # noqa: E402
+
 from robustedit.io import atomic_path, read_json  # noqa: E402
 
 METRIC_COLUMNS = ["success", "locality", "rephrase_id", "shuffle_id", "long_id", "rephrase_ood", "shuffle_ood",
@@ -71,8 +73,8 @@ def main() -> None:
     ap.add_argument("--thresholds", nargs="+", type=float, required=True)
     ap.add_argument("--out-csv", type=Path, required=True)
     ap.add_argument("--out-png", type=Path, required=True)
-    ap.add_argument("--metric", default="exact_match")
-    ap.add_argument("--aggregation", default="micro")
+    ap.add_argument("--metric", default=METRIC)
+    ap.add_argument("--aggregation", default=AGGREGATION)
     args = ap.parse_args()
     rows = gate_rows([read_json(p) for p in args.summaries], args.thresholds, args.metric, args.aggregation)
     write_csv(rows, args.out_csv)

@@ -2,7 +2,9 @@
 
     python scripts/make_table1.py --out-csv results/tables/table1.csv --out-md results/tables/table1.md \
         results/<model>/eval_rome/<hash>/test.summary.json ...
-Rows: the unedited model (pre-edit scores) and each method. The metric and aggregation are columns.
+Rows: the unedited model (pre-edit scores) and each method. The metric and aggregation are columns:
+exact_match@1, micro-averaged (the REP paper's) unless --metric / --aggregation pick another block of the
+summaries (each holds every metric x aggregation).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
 
 from robustedit.io import atomic_path, read_json  # noqa: E402
 
+METRIC, AGGREGATION = "exact_match", "micro"  # Table 1's (the REP paper's), also the gate table's and wandb's
 COLUMNS = ["model", "method", "n_cases", "success", "locality", "rephrase_id", "shuffle_id", "long_id",
            "rephrase_ood", "shuffle_ood", "long_ood", "paraphrase", "patil", "metric", "aggregation", "split"]
 GROUP_OF = {"success": "success", "locality": "locality", "rephrase_id": "rephrase_id",
@@ -40,8 +43,8 @@ def main() -> None:
     ap.add_argument("summaries", nargs="+", type=Path)
     ap.add_argument("--out-csv", type=Path, required=True)
     ap.add_argument("--out-md", type=Path, required=True)
-    ap.add_argument("--metric", default="exact_match")
-    ap.add_argument("--aggregation", default="micro")
+    ap.add_argument("--metric", default=METRIC)
+    ap.add_argument("--aggregation", default=AGGREGATION)
     args = ap.parse_args()
     rows, seen = [], set()
     for path in args.summaries:

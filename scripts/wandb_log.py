@@ -13,7 +13,7 @@ import shlex
 from pathlib import Path
 
 from common import compose, stage_dir
-from make_table1 import GROUP_OF, rows_from
+from make_table1 import AGGREGATION, GROUP_OF, METRIC, rows_from
 
 from robustedit.analysis.tables import read_csv
 from robustedit.io import read_json, write_json
@@ -21,11 +21,11 @@ from robustedit.tracking import start_run
 
 
 def table1_metrics(cfg: dict, stages: list[str]) -> dict[str, float]:
-    """table1/<method>/<column> for the run's evaluation summaries (empty cells skipped)."""
+    """table1/<method>/<column> for the run's evaluation summaries (empty cells skipped), as Table 1 shows them."""
     ev, out = cfg["eval"], {}
     for stage in stages:
         summary = read_json(stage_dir(cfg, stage) / f"{ev['report_split']}.summary.json")
-        for row in rows_from(summary, ev["metric"], ev["aggregation"]):
+        for row in rows_from(summary, METRIC, AGGREGATION):
             out.update({f"table1/{row['method']}/{col}": float(row[col]) for col in GROUP_OF if row[col] != ""})
     return out
 
