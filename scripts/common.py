@@ -30,7 +30,7 @@ def validate(cfg: dict, edit_model: bool = True) -> dict:
     schema = json.loads((CONF / "schema.json").read_text())
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(cfg), key=lambda e: list(e.path))
     if errors:
-        lines = [f"  {'.'.join(map(str, e.path)) or '<root>'}: {e.message}" for e in errors[:10]]
+        lines = [line for e in errors[:10] for line in schema_error_lines(e)]
         raise ConfigError("invalid configuration:\n" + "\n".join(lines))
     from eren_common import reader_model_cfg
     from robustedit.eren.reader import SEQ2SEQ_FAMILIES
@@ -44,6 +44,18 @@ def validate(cfg: dict, edit_model: bool = True) -> dict:
                           f"edit model (use it as eren.reader={model['name']})")
     reader_model_cfg(cfg)  # eren.reader names a usable reader config
     return cfg
+
+
+def schema_error_lines(error) -> list[str]:
+    """One line per problem, naming the dotted key; an unknown key (a closed group's additionalProperties)
+    is named in full with the keys its group has, e.g. `data.max_case: unknown key (data has: ...)`."""
+    where = ".".join(map(str, error.path))
+    known = error.schema.get("properties") if error.validator == "additionalProperties" else None
+    if known is None or not isinstance(error.instance, dict):
+        return [f"  {where or '<root>'}: {error.message}"]
+    group = where or "the config root"
+    return [f"  {where + '.' if where else ''}{key}: unknown key ({group} has: {', '.join(sorted(known))})"
+            for key in sorted(set(error.instance) - set(known))]
 
 
 def to_plain(cfg) -> dict:

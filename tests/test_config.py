@@ -51,6 +51,9 @@ def test_stage_hash_covers_exactly_the_keys_read():
     (["data.splits=[train]"], "data.splits.0: 'train' is not one of"),
     (["data.rephrase.prompt=no placeholder"], "data.rephrase.prompt"),
     (["model.family=gpt2"], "model.family: 'gpt2' is not one of"),
+    (["+rome.foo=1"], "rome.foo: unknown key"),  # every fixed group is closed (conf/schema.json)
+    (["+data.max_case=2"], r"data.max_case: unknown key \(data has: .*max_cases"),
+    (["+stats.hub.revision=x"], "stats.hub.revision: unknown key"),
 ])
 def test_bad_config_is_named(overrides, message):
     with pytest.raises(ConfigError, match=message):
