@@ -17,7 +17,7 @@ CONF = REPO / "conf"
 sys.path.insert(0, str(REPO / "workflow"))  # so a plain checkout works even before `pip install -e .`
 
 from robustedit.errors import ConfigError  # noqa: E402
-from robustedit.stages import stage_config, stage_hash  # noqa: E402
+from robustedit.stages import data_files, stage_config, stage_hash, stage_view  # noqa: E402
 
 
 def validate(cfg: dict, edit_model: bool = True) -> dict:
@@ -89,17 +89,38 @@ def model_dir(cfg: dict) -> Path:
     return Path(cfg["paths"]["models"]) / cfg["model"]["name"]
 
 
-def write_stage_config(cfg: dict, stage: str, out_dir: Path) -> None:
-    """Save the keys that named this directory and the full composed config beside the outputs."""
+def write_stage_config(cfg: dict, stage: str, out_dir: Path, read: set[str]) -> None:
+    """Save what named this directory beside the outputs: the hashed config keys, the sha256 of the data
+    files, and which keys the stage's code read (`read`, from its StageView)."""
     from robustedit.io import write_json
 
-    write_json(out_dir / "stage_config.json", {"stage": stage, "hash": stage_hash(cfg, stage),
-                                               "keys": stage_config(cfg, stage),
-                                               "composed": {k: v for k, v in cfg.items() if k != "job"}})
+    named = stage_config(cfg, stage)
+    write_json(out_dir / "stage_config.json", {"stage": stage, "hash": stage_hash(cfg, stage), **named,
+                                               "read": sorted(read)})
+
+
+def run_stage(stage: str, fn: Callable[[dict, Path], None], cfg: dict) -> Path:
+    """Run a stage function on a validated config: `fn` gets the stage's view (robustedit.stages.stage_view:
+    reading a key its hash does not cover raises) and may open only the data files its hash covers."""
+    import torch
+
+    from robustedit.manifest import only_files
+
+    threads = cfg["hardware"]["threads"]
+    if threads:
+        torch.set_num_threads(threads)
+    out_dir = stage_dir(cfg, stage)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start, read = time.time(), set()
+    with only_files(stage, data_files(cfg, stage).values()):
+        fn(stage_view(cfg, stage, read), out_dir)
+    write_stage_config(cfg, stage, out_dir, read)
+    print(f"[{stage}] done in {time.time() - start:.1f} s -> {out_dir}", flush=True)
+    return out_dir
 
 
 def stage_app(stage: str) -> Callable:
-    """Decorator turning `fn(cfg: dict, out_dir: Path)` into a Hydra app for `stage`."""
+    """Decorator turning `fn(cfg: dict, out_dir: Path)` into a Hydra app for `stage` (see run_stage)."""
 
     def wrap(fn: Callable[[dict, Path], None]) -> Callable[[], None]:
         import hydra
@@ -107,19 +128,9 @@ def stage_app(stage: str) -> Callable:
         @hydra.main(config_path=str(CONF), config_name="config", version_base=None)
         @functools.wraps(fn)
         def main(raw_cfg) -> None:
-            import torch
+            run_stage(stage, fn, validate(to_plain(raw_cfg)))
 
-            cfg = validate(to_plain(raw_cfg))
-            threads = cfg["hardware"]["threads"]
-            if threads:
-                torch.set_num_threads(threads)
-            out_dir = stage_dir(cfg, stage)
-            out_dir.mkdir(parents=True, exist_ok=True)
-            start = time.time()
-            fn(cfg, out_dir)
-            write_stage_config(cfg, stage, out_dir)
-            print(f"[{stage}] done in {time.time() - start:.1f} s -> {out_dir}", flush=True)
-
+        main.stage, main.stage_fn = stage, fn  # for callers that run the function on a composed config
         return main
 
     return wrap

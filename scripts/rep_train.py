@@ -28,9 +28,10 @@ STAMP_FILES = (__file__, common.__file__)  # the scripts a checkpoint's code ver
 
 
 def rep_configs(rep: dict) -> tuple[AdaptorConfig, RepTrainConfig]:
-    """Library configs from the `rep` group; the evaluation-only threshold is set at test time."""
-    return (AdaptorConfig.from_dict({**rep["adaptor"], "threshold": rep["gate_threshold"]}),
-            RepTrainConfig(**rep["train"]))
+    """Library configs from rep.adaptor and rep.train. Not rep.gate_threshold: only eval_rep applies (and
+    hashes) it, so the saved states and the logs' gate statistics use AdaptorConfig's default threshold
+    (0.9, the release's cls_threshold) whatever a run sets, and one rep directory serves every threshold."""
+    return AdaptorConfig.from_dict(dict(rep["adaptor"])), RepTrainConfig(**rep["train"])
 
 
 @stage_app("rep")
