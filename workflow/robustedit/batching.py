@@ -1,7 +1,8 @@
 """Right padding built by the library, whatever the tokenizer's padding_side.
 
 ROME-family code reads positions counted from the left (subject-last index, target span), so every
-batch is right-padded here rather than by the tokenizer.
+batch is right-padded here rather than by the tokenizer. The pad id never changes a number that is
+read: pads come after every real token, are masked, and nothing reads their outputs.
 """
 from __future__ import annotations
 
@@ -9,8 +10,15 @@ from typing import Sequence
 
 import torch
 
+PAD_ID = 0  # the pad id where no tokenizer is at hand: any valid id will do
 
-def right_pad(sequences: Sequence[Sequence[int]], pad_id: int = 0,
+
+def pad_id_of(tok) -> int:
+    """The tokenizer's pad id, or PAD_ID when it has none (Llama-2 and Mistral have none)."""
+    return tok.pad_token_id if tok.pad_token_id is not None else PAD_ID
+
+
+def right_pad(sequences: Sequence[Sequence[int]], pad_id: int = PAD_ID,
               device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """input_ids [B, S] padded on the right with `pad_id` (any valid id: pads are masked) and the
     attention mask [B, S] (1 on real tokens)."""

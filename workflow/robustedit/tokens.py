@@ -69,3 +69,10 @@ def target_token_ids(tok, prompt: str, target: str, mode: str = "clean", where: 
     if not ids:
         raise _RecordError(f"{where}target {target!r} has no tokens after prompt {prompt!r}")
     return ids
+
+
+def replace_subject(prompt: str, subject: str, new_subject: str, where: str = "") -> str:
+    """Replace the first occurrence of the subject (the one ROME's key is read at)."""
+    if subject not in prompt:
+        raise _RecordError(f"{where}subject {subject!r} not found in prompt {prompt!r}")
+    return prompt.replace(subject, new_subject, 1)
