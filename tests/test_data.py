@@ -9,10 +9,11 @@ import torch
 from robustedit.data.cases import attach_perturbations, attach_rephrases
 from robustedit.data.counterfact import join_case, pool_index
 from robustedit.data.filtering import teacher_forced_exact_match
-from robustedit.data.perturb import long_context, replace_subject, shuffled_subjects, split_id_ood, wikitext_words
+from robustedit.data.perturb import long_context, shuffled_subjects, split_id_ood, wikitext_words
 from robustedit.errors import DataIntegrityError, RecordError
 from robustedit.manifest import DataStore
 from robustedit.seeding import py_rng
+from robustedit.tokens import replace_subject
 
 from conftest import REPO, tiny_model_cfg
 from robustedit.models.arch import Architecture

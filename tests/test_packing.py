@@ -3,8 +3,7 @@ import pytest
 import torch
 
 from conftest import tiny_gemma, tiny_llama, tiny_model_cfg
-from robustedit.edits import RankOneEdit
-from robustedit.evaluate.edit_batch import RankOneEditBatch
+from robustedit.edits import RankOneEdit, RankOneEditBatch
 from robustedit.evaluate.packing import _row_layout, pack_items, packed_inputs
 from robustedit.evaluate.scoring import encode_item, score_items
 from robustedit.models.arch import Architecture

@@ -5,8 +5,6 @@ import math
 import random
 import re
 
-from ..errors import RecordError
-
 SHUFFLE_JOINS = ("decode", "raw")
 
 
@@ -67,9 +65,3 @@ def split_id_ood(items: list[str], id_fraction: float) -> dict[str, list[str]]:
     k = math.ceil(len(items) * id_fraction)
     return {"id": items[:k], "ood": items[k:]}
 
-
-def replace_subject(prompt: str, subject: str, new_subject: str, where: str = "") -> str:
-    """Replace the first occurrence of the subject (the one ROME's key is read at)."""
-    if subject not in prompt:
-        raise RecordError(f"{where}subject {subject!r} not found in prompt {prompt!r}")
-    return prompt.replace(subject, new_subject, 1)

@@ -20,15 +20,15 @@ probability comparison weighs it against. Groups (they are also the summary tabl
     paraphrase    each paraphrase prompt -> target_new
     patil         each Patil et al. paraphrased prompt -> target_new
 
-Subjects are replaced on their first occurrence only (robustedit.data.perturb.replace_subject, the
-helper the data stage uses too).
+Subjects are replaced on their first occurrence only (robustedit.tokens.replace_subject): the one
+ROME reads its key at.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..data.perturb import replace_subject
 from ..errors import RecordError
+from ..tokens import replace_subject
 
 GROUPS = ("success", "locality", "rephrase_id", "shuffle_id", "long_id",
           "rephrase_ood", "shuffle_ood", "long_ood", "paraphrase", "patil")

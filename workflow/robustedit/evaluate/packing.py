@@ -18,10 +18,9 @@ from typing import Sequence
 
 import torch
 
-from ..hooks import run_until
-from .scoring import EncodedItem, ItemScore, _stop_before, logits_from_hidden
-
-PAD_ID = 0  # any valid id: padded queries see only themselves and nothing reads them
+from ..batching import PAD_ID
+from ..readout import lm_head_input, logits_from_hidden
+from .encoding import EncodedItem, ItemScore, scores_from_logits
 
 
 @dataclass(frozen=True)
@@ -62,7 +61,7 @@ def packed_inputs(rows: Sequence[PackedRow], device, dtype: torch.dtype, window:
     and per row the read positions of each branch."""
     layouts = [_row_layout(r) for r in rows]
     length = max(len(x[0]) for x in layouts)
-    ids = torch.full((len(rows), length), PAD_ID, dtype=torch.long)
+    ids = torch.full((len(rows), length), PAD_ID, dtype=torch.long)  # padded queries see only themselves
     pos = torch.zeros((len(rows), length), dtype=torch.long)
     seg = torch.full((len(rows), length), -1, dtype=torch.long)  # -1 = padding
     for r, (i, p, s, _) in enumerate(layouts):
@@ -96,19 +95,14 @@ def score_packed_batch(model, arch, rows: Sequence[PackedRow], device) -> list[l
     """ItemScores of every branch of every row (same values as scoring each branch's item alone)."""
     dtype = next(model.parameters()).dtype
     ids, pos, mask, reads = _attention_masks(model, rows, device, dtype)
-    with _stop_before(arch.module(model, "lm_head")) as cap:
-        run_until(model, input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
+    hidden = lm_head_input(model, arch, input_ids=ids, attention_mask=mask, position_ids=pos)
     r_idx = torch.tensor([r for r, row_reads in enumerate(reads) for b in row_reads for _ in b], device=device)
     p_idx = torch.tensor([p for row_reads in reads for b in row_reads for p in b], device=device)
     targets = torch.tensor([t for row in rows for branch in row.branches for t in branch], device=device)
-    logits = logits_from_hidden(model, arch, cap.value[r_idx, p_idx])
-    logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets[:, None]).squeeze(-1).cpu().tolist()
-    argmax = logits.argmax(-1).cpu().tolist()
+    flat = scores_from_logits(logits_from_hidden(model, arch, hidden[r_idx, p_idx]), targets,
+                              [len(b) for row in rows for b in row.branches])
     out, k = [], 0
     for row in rows:
-        scores = []
-        for branch in row.branches:
-            scores.append(ItemScore(argmax[k:k + len(branch)], logp[k:k + len(branch)]))
-            k += len(branch)
-        out.append(scores)
+        out.append(flat[k:k + len(row.branches)])
+        k += len(row.branches)
     return out

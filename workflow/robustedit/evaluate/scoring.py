@@ -1,117 +1,47 @@
-"""Teacher-forced scoring of (prompt, target) items, batched, with logits only where they are read.
-
-The scored sequence of an item is `tok(prompt).input_ids + target_ids` where target_ids come from
-`robustedit.tokens.target_token_ids(tok, prompt, target, mode="clean")` (the suffix of
-`tok(prompt + " " + target)`), so BOS is included exactly when the tokenizer adds it. Target token j
-is predicted at position n_prompt - 1 + j.
+"""Teacher-forced scoring of encoded items (encoding.py), batched, with logits only where they are read.
 
 Batches are RIGHT-padded here, from token id lists; the tokenizer's padding_side and pad token are
 never used. With right padding, positions keep their unpadded position ids and causal attention never
 sees a pad before a real token, so each row equals its unpadded forward.
 
 The vocabulary projection is the costly part of a small model's forward (V = 49k-262k), so the model
-is stopped just before `lm_head` (a pre-hook captures its input, which transformers' decoders give
-already passed through the final norm) and `lm_head` is applied only to the gathered positions.
-Gemma-style `config.final_logit_softcapping` is then applied as transformers does.
+is stopped just before `lm_head` (readout.lm_head_input: its input, which transformers' decoders give
+already passed through the final norm) and `lm_head` is applied only to the gathered positions
+(readout.logits_from_hidden, with Gemma's final logit softcapping).
 """
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
-from typing import Callable, ContextManager, Iterator, Sequence
+from typing import Callable, ContextManager, Sequence
 
 import torch
 
-from ..batching import right_pad
-from ..errors import ConfigError, RecordError
-from ..hooks import Captured, StopForward, run_until
-from ..tokens import target_token_ids
+from ..batching import PAD_ID, right_pad
+from ..errors import ConfigError
+from ..readout import lm_head_input, logits_from_hidden
+from .encoding import EncodedItem, ItemScore, encode_item, scores_from_logits
+from .packing import pack_items, score_packed_batch
 
-PAD_ID = 0  # any valid id: right-padded positions are masked and come after every read position
-
-
-@dataclass(frozen=True)
-class EncodedItem:
-    input_ids: tuple[int, ...]  # prompt ids (special tokens included) + target ids
-    n_prompt: int
-    target_ids: tuple[int, ...]
-
-    def read_positions(self) -> range:
-        """Positions whose next-token predictions are the target tokens."""
-        return range(self.n_prompt - 1, self.n_prompt - 1 + len(self.target_ids))
-
-
-@dataclass(frozen=True)
-class ItemScore:
-    argmax_ids: list[int]  # teacher-forced argmax at each target position
-    logprobs: list[float]  # log p(target token) at each target position
-
-
-def encode_item(tok, prompt: str, target: str, where: str = "", max_length: int | None = None) -> EncodedItem:
-    prompt_ids = list(tok(prompt)["input_ids"])
-    target_ids = target_token_ids(tok, prompt, target, mode="clean", where=where)
-    if not prompt_ids:
-        raise RecordError(f"{where}prompt {prompt!r} has no tokens, so nothing predicts the target")
-    ids = tuple(prompt_ids + list(target_ids))
-    if max_length is not None and len(ids) > max_length:
-        raise RecordError(f"{where}prompt + target is {len(ids)} tokens, more than max_length={max_length}")
-    return EncodedItem(ids, len(prompt_ids), tuple(target_ids))
-
-
-@contextlib.contextmanager
-def _stop_before(module: torch.nn.Module) -> Iterator[Captured]:
-    cap = Captured()
-
-    def hook(_mod, args):
-        cap.value = args[0]
-        raise StopForward
-
-    handle = module.register_forward_pre_hook(hook)
-    try:
-        yield cap
-    finally:
-        handle.remove()
-
-
-def final_hidden(model, arch, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """The input of lm_head [B, S, H] (final norm applied), without computing any logits."""
-    with _stop_before(arch.module(model, "lm_head")) as cap:
-        run_until(model, input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-    if cap.value is None:
-        raise ConfigError(f"{type(model).__name__}: lm_head was never called; check model.modules.lm_head")
-    return cap.value
-
-
-def logits_from_hidden(model, arch, hidden: torch.Tensor) -> torch.Tensor:
-    logits = arch.module(model, "lm_head")(hidden)
-    cap = getattr(model.config, "final_logit_softcapping", None)
-    if cap is not None:  # Gemma-2/3: logits = cap * tanh(logits / cap), in transformers' order of ops
-        logits = torch.tanh(logits / cap) * cap
-    return logits
+__all__ = ["EncodedItem", "ItemScore", "encode_item", "gathered_logits", "length_batches", "score_batch",
+           "score_items"]  # encode_item and the item types are defined in encoding.py; callers import them here too
 
 
 def gathered_logits(model, arch, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                     rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """Logits [M, V] at (rows[m], positions[m]); equal to model(...).logits[rows, positions]."""
-    hidden = final_hidden(model, arch, input_ids, attention_mask)
+    """Logits [M, V] at (rows[m], positions[m]); equal to model(...).logits[rows, positions] (float32
+    for a half-precision model)."""
+    hidden = lm_head_input(model, arch, input_ids=input_ids, attention_mask=attention_mask)
     return logits_from_hidden(model, arch, hidden[rows, positions])
 
 
 def score_batch(model, arch, items: Sequence[EncodedItem], device) -> list[ItemScore]:
+    """One right-padded row per item."""
     input_ids, attention_mask = right_pad([it.input_ids for it in items], PAD_ID, device)
     rows = torch.cat([torch.full((len(it.target_ids),), i, dtype=torch.long) for i, it in enumerate(items)])
     positions = torch.cat([torch.as_tensor(list(it.read_positions()), dtype=torch.long) for it in items])
     targets = torch.cat([torch.as_tensor(it.target_ids, dtype=torch.long) for it in items]).to(device)
     logits = gathered_logits(model, arch, input_ids, attention_mask, rows.to(device), positions.to(device))
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    token_logp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1).cpu().tolist()
-    argmax = logits.argmax(-1).cpu().tolist()
-    out, start = [], 0
-    for it in items:
-        end = start + len(it.target_ids)
-        out.append(ItemScore(argmax[start:end], token_logp[start:end]))
-        start = end
-    return out
+    return scores_from_logits(logits, targets, [len(it.target_ids) for it in items])
 
 
 def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -139,8 +69,6 @@ def score_items(model, arch, items: Sequence[EncodedItem], batch_size: int, devi
     With `pack` (default), items of one case that share a prompt (an item and its alternative) are
     scored in one row (see packing.py); `pack=False` gives each item its own row.
     """
-    from .packing import pack_items, score_packed_batch
-
     if model.training:
         raise ConfigError("evaluation needs model.eval(): dropout would make teacher-forced scores random")
     if batch_size < 1:

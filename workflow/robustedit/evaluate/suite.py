@@ -7,7 +7,7 @@
 `mode="batched"` scores many cases' items per forward with every row carrying its own case's edit
 (EditBatch.for_rows). Both give the same item scores (up to float rounding of W + v uᵀ vs W x + v uᵀx).
 
-Every item is scored before the edit too (the "pre" stage, always batched across cases, the same in
+Every item is scored before the edit too (the "pre" phase, always batched across cases, the same in
 both modes): that is the locality reference and the unedited baseline. With `alternatives=True` each
 item's alternative target is also scored, which ROME's prob_compare needs (about twice the compute).
 """
@@ -17,14 +17,28 @@ from typing import Sequence
 
 import torch
 
+from ..edits import EditBatch, NoEdit, RankOneEditBatch
 from ..errors import ConfigError, RecordError
 from ..metrics import METRICS, TokenScores, aggregate, get_metric
-from .edit_batch import as_edit_batch
+from .encoding import ItemScore, encode_item
 from .items import GROUPS, build_items
-from .scoring import ItemScore, encode_item, score_items
+from .scoring import score_items
 
 MODES = ("batched", "sequential")
-STAGES = ("post", "pre")
+EVAL_PHASES = ("post", "pre")  # after the edit, before it (the unedited model)
+
+
+def as_edit_batch(model, arch, edits, n_cases: int, device) -> EditBatch:
+    """Accept an EditBatch, a list of RankOneEdit/None (one per case), or None (no edits)."""
+    if edits is None:
+        batch = NoEdit(n_cases)
+    elif isinstance(edits, EditBatch):
+        batch = edits
+    else:
+        batch = RankOneEditBatch(model, arch, edits, device)
+    if len(batch) != n_cases:
+        raise ConfigError(f"{len(batch)} edits given for {n_cases} cases")
+    return batch
 
 
 def _encode_cases(tok, cases: Sequence[dict], alternatives: bool, max_length: int | None,
@@ -71,7 +85,7 @@ def _metric_values(target: TokenScores, alternative: TokenScores | None, referen
     return values
 
 
-def _stage_record(scores: list[ItemScore], alt_scores: list[ItemScore] | None, metrics: dict, j: int) -> dict:
+def _phase_record(scores: list[ItemScore], alt_scores: list[ItemScore] | None, metrics: dict, j: int) -> dict:
     rec = {"argmax_ids": scores[j].argmax_ids, "token_logprobs": scores[j].logprobs}
     if alt_scores is not None:
         rec["alt_argmax_ids"] = alt_scores[j].argmax_ids
@@ -135,19 +149,19 @@ def _case_result(case: dict, items: list, rows: list, alternatives: bool) -> dic
         return TokenScores.from_lists(ids, [s.argmax_ids for s in scores], [s.logprobs for s in scores])
 
     reference = as_scores(target_ids, pick("target", 2)).argmax_ids  # the unedited model's argmax
-    stage = {}
+    phase = {}
     for name, what in (("pre", 2), ("post", 3)):
         targets, alts = pick("target", what), (pick("alternative", what) if alternatives else None)
         metrics = _metric_values(as_scores(target_ids, targets), as_scores(alt_ids, alts) if alts else None, reference)
-        stage[name] = (targets, alts, metrics)
+        phase[name] = (targets, alts, metrics)
     out_items = []
     for j, it in enumerate(items):
         rec = {"group": it.group, "prompt": it.prompt, "target": it.target, "alternative": it.alternative,
                "target_ids": target_ids[j]}
         if alternatives:
             rec["alt_target_ids"] = alt_ids[j]
-        rec.update(_stage_record(*stage["post"], j))
-        rec["pre"] = _stage_record(*stage["pre"], j)
+        rec.update(_phase_record(*phase["post"], j))
+        rec["pre"] = _phase_record(*phase["pre"], j)
         out_items.append(rec)
     return {"case_id": case["case_id"], "items": out_items}
 
@@ -156,9 +170,10 @@ def summarise(per_case: Sequence[dict], metric: str = "exact_match", aggregation
               locality_metric: str = "locality_agreement", stage: str = "post") -> dict:
     """Percentages per table column (= item group). The locality column uses `locality_metric`
     (agreement with the unedited model, as REP and EasyEdit), every other column `metric`. A column
-    without items in any case (e.g. shuffle_ood when every subject is one token) is omitted."""
-    if stage not in STAGES:
-        raise ConfigError(f"unknown stage {stage!r}; use one of {STAGES}")
+    without items in any case (e.g. shuffle_ood when every subject is one token) is omitted.
+    `stage`: the evaluation phase summarised, "post" (edited) or "pre" (unedited)."""
+    if stage not in EVAL_PHASES:
+        raise ConfigError(f"unknown evaluation phase stage={stage!r}; use one of {EVAL_PHASES}")
     main_key, loc_key = get_metric(metric).key, get_metric(locality_metric).key
     columns, counts = {}, {}
     for group in GROUPS:

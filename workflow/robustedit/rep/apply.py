@@ -2,11 +2,11 @@
 
 Hook order. In the reference ROME's ΔW is in the weight and the adaptor replaces the down_proj input,
 so the layer computes  out = (W + v uᵀ) · adaptor(x).  Our adaptor pre-hooks are registered with
-`prepend=True`: they run before every other forward pre-hook on down_proj, whatever the order in which
-the contexts were entered. Hence `edits.batched_rank_one` (whose pre-hook records the input) sees the
-adapted input too, and  W x' + v (uᵀ x')  with x' = adaptor(x)  equals applying ΔW to the weight.
-(A consequence: a `capture_input` on down_proj inside these contexts records adapted keys.)
-This is why `hooks.edit_input`, which appends, is not used here.
+`hooks.edit_input(..., prepend=True)`: they run before every other forward pre-hook on down_proj,
+whatever the order in which the contexts were entered. Hence `edits.batched_rank_one` (whose pre-hook
+records the input) sees the adapted input too, and  W x' + v (uᵀ x')  with x' = adaptor(x)  equals
+applying ΔW to the weight. (A consequence: a `capture_input` on down_proj inside these contexts
+records adapted keys.)
 """
 from __future__ import annotations
 
@@ -17,19 +17,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..edits import RankOneEdit
+from ..edits import RankOneEdit, RankOneEditBatch
 from ..errors import ConfigError
+from ..hooks import edit_input
 from .adaptor import (AdaptorConfig, _check_mode, adaptor_forward, check_params, dropout, load_adaptor_state,
                       uses_dropout)
-
-
-@contextlib.contextmanager
-def _first_pre_hook(module: nn.Module, fn) -> Iterator[None]:
-    handle = module.register_forward_pre_hook(lambda _m, args: (fn(args[0]),) + tuple(args[1:]), prepend=True)
-    try:
-        yield
-    finally:
-        handle.remove()
 
 
 @contextlib.contextmanager
@@ -37,7 +29,8 @@ def adaptor_hook(down_proj: nn.Module, adaptor, threshold: float | None = None,
                  generator: torch.Generator | None = None) -> Iterator[None]:
     """Replace the down_proj input by adaptor(x, "test") at every position of every row.
     `adaptor`: an `Adaptor` module. `generator` is needed only with `eval_dropout`."""
-    with _first_pre_hook(down_proj, lambda x: adaptor(x, "test", generator=generator, threshold=threshold)):
+    with edit_input(down_proj, lambda x: adaptor(x, "test", generator=generator, threshold=threshold),
+                    prepend=True):
         yield
 
 
@@ -95,20 +88,18 @@ def batched_adaptors(down_proj: nn.Module, stacked: dict[str, torch.Tensor], cfg
     if check_params(stacked, cfg, stacked=True) != down_proj.in_features:
         raise ConfigError(f"stacked adaptors do not match down_proj in_features {down_proj.in_features}")
     fn = lambda x: batched_adaptor_forward(stacked, cfg, x, row_to_case, "test", generator, threshold)  # noqa: E731
-    with _first_pre_hook(down_proj, fn):
+    with edit_input(down_proj, fn, prepend=True):
         yield
 
 
 class RepEditBatch:
-    """evaluate.EditBatch for ROME+REP: per case a RankOneEdit (or None) and an adaptor state (or None),
+    """edits.EditBatch for ROME+REP: per case a RankOneEdit (or None) and an adaptor state (or None),
     all on one layer. for_case: ΔW in the weight + adaptor hook; for_rows: batched rank-one + per-row
     adaptors. Both compute (W + v uᵀ) · adaptor(x)."""
 
     def __init__(self, model, arch, layer: int, edits: Sequence[RankOneEdit | None],
                  adaptor_states: Sequence[dict | None], device, threshold: float | None = None,
                  generator: torch.Generator | None = None):
-        from ..evaluate.edit_batch import RankOneEditBatch  # evaluation layer; imported lazily
-
         if len(edits) != len(adaptor_states):
             raise ConfigError(f"{len(edits)} ROME edits but {len(adaptor_states)} adaptors")
         for i, e in enumerate(edits):
@@ -130,7 +121,7 @@ class RepEditBatch:
             if self.has_adaptor[case_index]:
                 params = {k: v[case_index] for k, v in self.stacked.items()}
                 fn = lambda x: adaptor_forward(params, self.cfg, x, "test", self.generator, self.threshold)  # noqa: E731
-                stack.enter_context(_first_pre_hook(self.down_proj, fn))
+                stack.enter_context(edit_input(self.down_proj, fn, prepend=True))
             yield
 
     @contextlib.contextmanager
