@@ -27,7 +27,8 @@ from robustedit.data.perturb import long_context, shuffled_subjects, split_id_oo
 from robustedit.models.load import load_model
 from robustedit.rep import AdaptorConfig, RepTrainConfig, fit_rep_adaptor, load_adaptor_state
 from robustedit.rep.adaptor import adaptor_forward, gate_values
-from robustedit.rep.keys import encode_with_span, read_all_keys
+from robustedit.readout import read_down_proj
+from robustedit.tokens import encode_with_span
 from robustedit.rome.compute_u import MomentSolver, compute_u
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,7 +116,8 @@ def main() -> None:
                             if k != "threshold"}))
         for cat, items in eval_prompts(case).items():
             enc = [(tok(t)["input_ids"], None if sp is None else encode_with_span(tok, t, sp)[1]) for t, sp in items]
-            keys = read_all_keys(model, dp, [e[0] for e in enc], pad_id=tok.pad_token_id)
+            keys = torch.split(read_down_proj(model, dp, [e[0] for e in enc], [range(len(e[0])) for e in enc],
+                                              pad_id=tok.pad_token_id, by_length=False).float(), [len(e[0]) for e in enc])
             for k, (_, idx) in zip(keys, enc):
                 g = gate_values(params, acfg, k)
                 agg[cat]["max"].append(g.max().item())

@@ -22,7 +22,7 @@ from robustedit.data.perturb import wikitext_words
 from robustedit.io import write_json
 from robustedit.manifest import DataStore
 from robustedit.models.load import load_model, resolve_device
-from robustedit.rome.compute_u import pad_id_of
+from robustedit.batching import pad_id_of
 from robustedit.seeding import py_rng
 
 TOP_COLUMNS = ["model", "split", "case_id", "subject", "rank", "similarity", "window", "position", "prefix_tail"]

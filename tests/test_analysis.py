@@ -13,12 +13,13 @@ from robustedit.analysis.keys import case_items, pca_rows, random_pair_rows, rea
 from robustedit.analysis.tables import concat, read_csv, write_csv
 from robustedit.analysis.unrelated import (encode_window, histogram_rows, scan_similar_keys, scan_windows,
                                            subject_cut, top_prefix_rows)
-from robustedit.analysis.values import bare_rows, value_norm_rows
+from robustedit.analysis.values import value_norm_rows
 from robustedit.analysis.whiten import raw_cosine, whiten, whitened_cosine
 from robustedit.edits import RankOneEdit, applied
 from robustedit.hooks import capture_input
 from robustedit.models.arch import Architecture
-from robustedit.rome.compute_u import MomentSolver, read_down_proj
+from robustedit.rome.compute_u import MomentSolver
+from robustedit.rome.prompts import bare_rows, read_rows
 
 LAYER = 1
 ARCH = Architecture("llama", 4)
@@ -152,11 +153,11 @@ def test_v_star_rebuilt_from_the_edit_is_what_the_edited_layer_writes(llama_tok,
     v = torch.randn(3, dp.out_features, generator=g)
     diags = [{"case_id": c["case_id"], "v_init_norm": 1.0, "delta_norm": 1.0} for c in cases]
     rows = value_norm_rows(model, llama_tok, ARCH, LAYER, cases, u, v, diags, batch_rows=2)
-    _, out = read_down_proj(model, llama_tok, ARCH, LAYER, bare_rows(llama_tok, cases), "cpu", outputs=True)
+    _, out = read_rows(model, llama_tok, ARCH, LAYER, bare_rows(llama_tok, cases), "cpu", outputs=True)
     for i, row in enumerate(rows):
         with applied(dp, RankOneEdit(LAYER, u[i], v[i])):
-            _, edited = read_down_proj(model, llama_tok, ARCH, LAYER, bare_rows(llama_tok, cases[i:i + 1]), "cpu",
-                                       outputs=True)
+            _, edited = read_rows(model, llama_tok, ARCH, LAYER, bare_rows(llama_tok, cases[i:i + 1]), "cpu",
+                                  outputs=True)
         assert row["v_star_norm"] == pytest.approx(float(edited[0].norm()), rel=1e-4)
         assert row["v_init_norm"] == pytest.approx(float(out[i].norm()), rel=1e-6)
         assert row["norm_ratio"] == pytest.approx(row["v_star_norm"] / row["v_init_norm"])

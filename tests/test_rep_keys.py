@@ -7,7 +7,7 @@ import torch
 from robustedit.errors import ConfigError, RecordError
 from robustedit.hooks import capture_input
 from robustedit.rep import build_pool, collect_training_keys, pool_from_case
-from robustedit.rep.keys import read_all_keys, read_keys
+from robustedit.readout import read_down_proj
 from robustedit.tokens import encode_with_span, subject_last_index
 
 PROMPT = "The mother tongue of Danielle Darrieux is"
@@ -92,8 +92,9 @@ def test_batched_keys_equal_single_forwards(llama_tok, tiny_llama_model):
     texts = [PROMPT, "Short", "The. The mother tongue of Actress Danielle Darrieux is here"]
     ids = [llama_tok(t)["input_ids"] for t in texts]
     pos = [3, 0, 6]
-    keys = read_keys(model, dp, ids, pos, batch_rows=2, pad_id=llama_tok.pad_token_id)
-    full = read_all_keys(model, dp, ids, batch_rows=3, pad_id=llama_tok.pad_token_id)
+    keys = read_down_proj(model, dp, ids, pos, batch_rows=2, pad_id=llama_tok.pad_token_id)
+    full = read_down_proj(model, dp, ids, [range(len(x)) for x in ids], batch_rows=3, pad_id=llama_tok.pad_token_id)
+    full = torch.split(full, [len(x) for x in ids])
     for i, x in enumerate(ids):
         with torch.no_grad(), capture_input(dp) as cap:
             model(input_ids=torch.tensor([x]))

@@ -13,7 +13,7 @@ from robustedit.hooks import edit_input
 from robustedit.rep import (AdaptorConfig, RepTrainConfig, batch_schedule, build_pool, collect_training_keys,
                             fit_rep_adaptor, init_params, load_adaptor_state, train_on_keys)
 from robustedit.rep.adaptor import adaptor_forward
-from robustedit.rep.keys import read_all_keys
+from robustedit.readout import read_down_proj
 from robustedit.tokens import subject_last_index
 
 PROMPT = "The mother tongue of Danielle Darrieux is"
@@ -175,7 +175,8 @@ def test_gate_objective_opens_on_positives_and_closes_far_away(setup, llama_tok)
     assert log.gate["negatives"]["frac_open"] == 0.0
     # keys of unrelated prompts never seen in training: hard gate shut, so the adaptor is the identity there
     held_out = ["Berlin is a city in", "The Eiffel Tower was built by", "My favourite food is pizza and pasta"]
-    far = torch.cat(read_all_keys(model, dp, [llama_tok(t)["input_ids"] for t in held_out]))
+    far_ids = [llama_tok(t)["input_ids"] for t in held_out]
+    far = read_down_proj(model, dp, far_ids, [range(len(x)) for x in far_ids])
     assert torch.equal(adaptor_forward(trained, cfg, far, "test"), far)
     pos_out = adaptor_forward(trained, cfg, keys.gate_pos, "test")
     assert (pos_out - keys.gate_pos).norm(dim=-1).min() > 0  # open: the delta is applied

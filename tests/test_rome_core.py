@@ -16,9 +16,10 @@ from robustedit.hooks import capture_input, capture_output, edit_output
 from robustedit.models.arch import Architecture
 from robustedit.rome import (MomentSolver, ROMEHyperParams, compute_u, compute_v, execute_rome,
                              execute_rome_detailed, generate_context_templates, mean_template_keys)
-from robustedit.rome.compute_u import templated_prompt
-from robustedit.rome.compute_v import (build_batch, case_rows, final_hidden, logits_from_hidden, prepare_batch,
-                                      select_cases)
+from robustedit.readout import logits_from_hidden
+from robustedit.rome.prompts import case_rows, templated_prompt
+from robustedit.rome.v_batch import build_batch, select_cases
+from robustedit.rome.v_forward import hidden_with_delta, prepare_batch
 from robustedit.rome.templates import sample_continuations
 from robustedit.tokens import encode_with_span, subject_last_index, target_token_ids
 
@@ -308,7 +309,7 @@ def test_fast_forward_equals_full_model(request, family, layer):
         sub = select_cases(prepare_batch(model, arch, layer, full, hp, 0), keep)
         if cache:
             assert sub.ids.shape[1] < plain.ids.shape[1] and sub.prefix_len > 0
-        h, _ = final_hidden(model, arch, layer, sub, delta[keep][sub.case])
+        h, _ = hidden_with_delta(model, arch, layer, sub, delta[keep][sub.case])
         torch.testing.assert_close(logits_from_hidden(model, arch, h[sub.lab_row, sub.lab_pos]), want_lab,
                                    atol=1e-10, rtol=1e-10)
         torch.testing.assert_close(logits_from_hidden(model, arch, h[sub.kl_row, sub.index[sub.kl_row]]), want_kl,
@@ -379,7 +380,7 @@ def test_hparams_from_config():
 
 
 def test_row_groups_cover_rows_once_and_save_slots():
-    from robustedit.rome.compute_v import plan_row_groups
+    from robustedit.rome.v_forward import plan_row_groups
 
     lengths = [2, 3, 4, 5, 6, 7, 8] * 5 + [3, 3]
     groups = plan_row_groups(lengths, 3, overhead=4)

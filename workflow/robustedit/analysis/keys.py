@@ -20,10 +20,12 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from ..batching import pad_id_of
 from ..errors import RecordError
-from ..rep.keys import PoolItem, build_pool, read_keys
+from ..readout import read_down_proj
+from ..rep.keys import PoolItem, build_pool
+from ..rome.compute_u import MomentSolver
 from ..tokens import encode_with_span
-from ..rome.compute_u import MomentSolver, pad_id_of
 from .whiten import raw_cosine, whiten, whitened_cosine
 
 PERTURBATIONS = ("rephrase", "shuffle", "long")
@@ -83,11 +85,8 @@ def read_case_keys(model: nn.Module, tok, down_proj: nn.Module, cases: Sequence[
         items += [original] + [it for _, _, it in labelled]
     enc = [encode_with_span(tok, it.text, *it.span, f"case_id {cases[c].get('case_id')}: ")
            for c, it in zip(owner, items)]
-    order = sorted(range(len(enc)), key=lambda i: len(enc[i][0]))
-    keys = read_keys(model, down_proj, [enc[i][0] for i in order], [enc[i][1] for i in order],
-                     batch_rows=batch_rows, pad_id=pad_id_of(tok), device=device).cpu()
-    flat = torch.empty_like(keys)
-    flat[torch.tensor(order)] = keys  # back to item order
+    flat = read_down_proj(model, down_proj, [e[0] for e in enc], [e[1] for e in enc], pad_id=pad_id_of(tok),
+                          device=device, batch_rows=batch_rows).float().cpu()
     out, lo = [], 0
     for case, labelled in zip(cases, per_case):
         n = 1 + len(labelled)

@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from ..rep.keys import read_all_keys
+from ..readout import read_down_proj
 from ..rome.compute_u import MomentSolver
 from .whiten import whitened_units
 
@@ -91,12 +91,12 @@ def scan_similar_keys(model: nn.Module, down_proj: nn.Module, solver: MomentSolv
     best, counts, n_keys = empty, torch.zeros(N_BINS, dtype=torch.float64), 0
     for lo in range(0, len(windows), batch_rows):
         chunk = windows[lo:lo + batch_rows]
-        keys = read_all_keys(model, down_proj, [w.ids for w in chunk], batch_rows=batch_rows, pad_id=pad_id,
-                             device=device)
         where = [(lo + i, t) for i, w in enumerate(chunk) for t in range(len(w.ids)) if w.real[t]]
         if not where:
             continue
-        flat = torch.cat([k[torch.tensor(w.real, device=k.device)] for k, w in zip(keys, chunk)])
+        flat = read_down_proj(model, down_proj, [w.ids for w in chunk],
+                              [[t for t, real in enumerate(w.real) if real] for w in chunk], pad_id=pad_id,
+                              device=device, batch_rows=batch_rows, by_length=False).float()
         sims = zs @ whitened_units(solver, flat).T  # [S, N]
         win = torch.tensor([w for w, _ in where], device=sims.device)
         pos = torch.tensor([t for _, t in where], device=sims.device)

@@ -15,12 +15,7 @@ from typing import Sequence
 
 import torch
 
-from ..rome.compute_u import PromptRow, read_down_proj, templated_rows
-
-
-def bare_rows(tok, cases: Sequence[dict]) -> list[PromptRow]:
-    """The bare prompt of each case and its subject-last index (where ROME reads k* and v_init)."""
-    return [templated_rows(tok, c["prompt"], c["subject"], ["{}"], f"case_id {c.get('case_id')}: ")[0] for c in cases]
+from ..rome.prompts import bare_rows, read_rows
 
 
 def value_norm_rows(model, tok, arch, layer: int, cases: Sequence[dict], u: torch.Tensor, v: torch.Tensor,
@@ -28,8 +23,7 @@ def value_norm_rows(model, tok, arch, layer: int, cases: Sequence[dict], u: torc
     """Per case: ‖v_init‖, ‖δ‖, ‖v*‖, cos(v_init, δ) (recomputed) and the rome stage's saved norms."""
     if not (len(cases) == len(diagnostics) == u.shape[0] == v.shape[0]):
         raise ValueError(f"{len(cases)} cases, {len(diagnostics)} diagnostics, {u.shape[0]} edits: they must match")
-    k_star, out_star = read_down_proj(model, tok, arch, layer, bare_rows(tok, cases), device, batch_rows,
-                                      outputs=True)
+    k_star, out_star = read_rows(model, tok, arch, layer, bare_rows(tok, cases), device, batch_rows, outputs=True)
     k, out = k_star.double().cpu(), out_star.double().cpu()
     coef = (k * u.double()).sum(-1, keepdim=True)  # k*·u
     delta = coef * v.double()

@@ -1,4 +1,5 @@
-"""Train one REP adaptor per edit on cached keys (shared notes §3.4-3.5).
+"""Train one REP adaptor per edit on cached keys (the REP release's `Aggregator.edit` loss and optimiser,
+ElliottYan/RobustKeyEdit, with its release-script weights).
 
 Each step takes `batch_size` pool keys (sequentially over a seeded shuffle, reshuffled when the pool
 runs out) plus the original prompt's key k*, and minimises

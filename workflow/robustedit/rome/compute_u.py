@@ -1,75 +1,17 @@
-"""ROME's left vector (notes §1.4): k̄ = mean over context templates of the down_proj input at the
-subject's last token, u = C⁻¹ k̄ / ‖C⁻¹ k̄‖ (float64 Cholesky solve, no explicit inverse);
-without the second-moment adjustment u = k̄ / ‖k̄‖.
-
-Positions are computed on exactly the string fed to the model (BOS included) from the fast
-tokenizer's character offsets; the subject is located inside the prompt part of a templated string,
-so a template prefix that happens to contain the subject cannot move the index. Batches are
-right-padded by us, whatever the tokenizer's padding side.
+"""ROME's left vector u (Meng et al. 2022, `rome/compute_u.py`; EasyEdit's ROME). The key k̄ is the mean,
+over the context templates, of the edit layer's down_proj input at the subject's last token;
+u = C⁻¹ k̄ / ‖C⁻¹ k̄‖ with C ROME's uncentred second moment E[k kᵀ] of the keys (a float64 Cholesky
+solve, no explicit inverse); without the second-moment adjustment (EasyEdit's yaml default)
+u = k̄ / ‖k̄‖. The rows and their subject positions come from prompts.templated_rows.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
-from ..batching import right_pad
 from ..errors import ConfigError
-from ..hooks import capture_input, capture_output, run_until, stop_after
-from ..tokens import encode_with_span, subject_span
-
-
-def templated_prompt(template: str, prompt: str, subject: str, where: str = "") -> tuple[str, int, int]:
-    """template.format(prompt) and the character span of the subject inside the prompt part."""
-    start, end = subject_span(prompt, subject, where)
-    offset = template.index("{}")
-    return template.format(prompt), offset + start, offset + end
-
-
-def where_of(request: dict) -> str:
-    """Error-message prefix naming the case."""
-    return f"case {request['case_id']}: " if "case_id" in request else ""
-
-
-@dataclass
-class PromptRow:
-    ids: list[int]  # token ids fed to the model (special tokens included)
-    index: int  # position read/edited (subject's last token)
-
-
-def templated_rows(tok, prompt: str, subject: str, templates: Sequence[str], where: str = "") -> list[PromptRow]:
-    rows = []
-    for t in templates:
-        text, s, e = templated_prompt(t, prompt, subject, where)
-        rows.append(PromptRow(*encode_with_span(tok, text, s, e, where)))
-    return rows
-
-
-def pad_id_of(tok) -> int:
-    return tok.pad_token_id if tok.pad_token_id is not None else 0  # value irrelevant: pads are masked
-
-
-@torch.no_grad()
-def read_down_proj(model, tok, arch, layer: int, rows: Sequence[PromptRow], device,
-                   batch_rows: int = 128, outputs: bool = False):
-    """down_proj input (and output) at each row's index: [n_rows, key_dim] (, [n_rows, hidden])."""
-    module = arch.module(model, "down_proj", layer)
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i].ids))  # similar lengths share a batch
-    keys: list = [None] * len(rows)
-    outs: list = [None] * len(rows)
-    for lo in range(0, len(order), batch_rows):
-        part = order[lo: lo + batch_rows]
-        ids, mask = right_pad([rows[i].ids for i in part], pad_id_of(tok), device)
-        idx = torch.tensor([rows[i].index for i in part], device=device)
-        ar = torch.arange(len(part), device=device)
-        with capture_input(module) as cin, capture_output(module) as cout, stop_after(module):
-            run_until(model, input_ids=ids, attention_mask=mask)
-        for j, i in enumerate(part):
-            keys[i] = cin.value[ar, idx][j]
-            outs[i] = cout.value[ar, idx][j]
-    k = torch.stack(keys)
-    return (k, torch.stack(outs)) if outputs else k
+from .prompts import PromptRow, read_rows, templated_rows, where_of
 
 
 class MomentSolver:
@@ -106,7 +48,7 @@ def mean_template_keys(model, tok, arch, layer: int, requests: Sequence[dict], t
     rows: list[PromptRow] = []
     for r in requests:
         rows += templated_rows(tok, r["prompt"], r["subject"], templates, where_of(r))
-    keys = read_down_proj(model, tok, arch, layer, rows, device, batch_rows)
+    keys = read_rows(model, tok, arch, layer, rows, device, batch_rows)
     return keys.to(torch.float64).view(len(requests), len(templates), -1).mean(1)
 
 

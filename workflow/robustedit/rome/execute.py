@@ -13,10 +13,10 @@ from typing import Sequence
 from ..edits import RankOneEdit
 from ..errors import ConfigError, RecordError
 from ..tokens import subject_span
-from .compute_u import MomentSolver, compute_u, where_of
+from .compute_u import MomentSolver, compute_u
 from .compute_v import VResult, compute_v
 from .hparams import ROMEHyperParams
-from .templates import check_templates
+from .templates import check_bare_first
 
 REQUEST_KEYS = ("prompt", "subject", "target_new")
 
@@ -48,7 +48,7 @@ def execute_rome_detailed(model, tok, arch, requests: Sequence[dict], C, templat
     """C: the second moment [key_dim, key_dim] or a prepared MomentSolver (factorised once; pass one
     when calling repeatedly). Returns each request's edit with its v* diagnostics."""
     arch.check_layer(layer)
-    check_templates(templates)
+    check_bare_first(templates)
     if len(templates) != hparams.n_templates:
         raise ConfigError(f"{len(templates)} context templates given, the hyperparameters describe {hparams.n_templates}")
     checked = [validate_request(r, i) for i, r in enumerate(requests)]
@@ -70,4 +70,4 @@ def execute_rome(model, tok, arch, requests: Sequence[dict], C, templates: Seque
                                                        device, layer)]
 
 
-__all__ = ["execute_rome", "execute_rome_detailed", "validate_request", "where_of"]
+__all__ = ["execute_rome", "execute_rome_detailed", "validate_request"]

@@ -1,6 +1,7 @@
-"""ROME hyperparameters. Defaults are the REP release's ROME settings, i.e. EasyEdit's
-`hparams/ROME/llama-7b.yaml` with the release script's `mom2_adjustment: True`
-(shared algorithms notes §2.2, §3.2). The edit layer is not here: it belongs to the model description.
+"""ROME hyperparameters. Defaults are the REP release's ROME settings (ElliottYan/RobustKeyEdit,
+`our_hparams/ROME/llama-7b.yaml`), i.e. EasyEdit's `hparams/ROME/llama-7b.yaml` (25 steps, lr 0.5,
+weight decay 1e-3, clamp 4, KL 0.0625, 21 templates) with the release script's `mom2_adjustment: True`.
+The edit layer is not here: it belongs to the model description.
 """
 from __future__ import annotations
 

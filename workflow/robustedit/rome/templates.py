@@ -1,4 +1,5 @@
-"""ROME context templates sampled from the model (EasyEdit's `get_context_templates`, notes §1.3, §2.1).
+"""ROME context templates sampled from the model (EasyEdit's `get_context_templates`: the original ROME
+samples 21 continuations of "<|endoftext|>", EasyEdit and the REP release continue five fixed prefixes).
 
     ["{}"] + [sample.replace("{", "").replace("}", "") + ". {}" for each sample]
 
@@ -60,14 +61,21 @@ def generate_context_templates(
             for seq in sample_continuations(model, tok, prefix, n // len(prefixes), int(max_out_len),
                                             top_k, generator, device):
                 templates.append(clean_template_text(tok.decode(seq, skip_special_tokens=True)))
-    check_templates(templates)
+    check_bare_first(templates)
     return templates
 
 
-def check_templates(templates: Sequence[str]) -> None:
-    """ROME's templates: the first is the bare "{}", and each holds exactly one "{}"."""
+def check_template_slot(template: str, where: str = "context template") -> None:
+    """A template holds exactly one "{}" (the prompt goes there) and no other brace."""
+    rest = template.replace("{}", "")
+    if template.count("{}") != 1 or rest.count("{") or rest.count("}"):
+        raise ConfigError(f"{where} {template!r} must hold exactly one '{{}}' and no other braces")
+
+
+def check_bare_first(templates: Sequence[str]) -> None:
+    """ROME's template list: the first is the bare "{}" (v_init and k̄'s first key are read in the
+    prompt itself) and each passes check_template_slot."""
     if not templates or templates[0] != "{}":
         raise ConfigError("the first ROME context template must be the bare '{}'")
     for i, t in enumerate(templates):
-        if t.count("{}") != 1 or t.replace("{}", "").count("{") or t.replace("{}", "").count("}"):
-            raise ConfigError(f"context template {i} {t!r} must hold exactly one '{{}}' and no other braces")
+        check_template_slot(t, f"context template {i}")
