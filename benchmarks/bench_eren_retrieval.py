@@ -118,7 +118,8 @@ def main(argv=None) -> int:
     p.add_argument("--items-out", default=None, help="write per-item e2e records to <path>.<method>.jsonl")
     p.add_argument("--json", default=None, help="also write all figures to this JSON file")
     args = p.parse_args(argv)
-    print(f"python {platform.python_version()}, torch {torch.__version__}, {platform.processor() or platform.machine()}")
+    print(f"python {platform.python_version()}, torch {torch.__version__}, "
+          f"{platform.processor() or platform.machine()}")
     if args.faiss_threads:
         import faiss
 

@@ -127,7 +127,8 @@ def main() -> None:
           f"({n_rows} scored rows, {n_tokens} target tokens), batch_size {args.batch_size}, threads {args.threads}")
     print(f"items whose argmax changed under the edit: {changed}/{n_items}")
     print(f"identical argmax-based metrics: {not mismatches} ({len(mismatches)} mismatching fields); "
-          f"summary tables equal: {tables_equal}; max |Δ log-prob| {lp_diff:.2e}; weights bit-identical: {weights_same}")
+          f"summary tables equal: {tables_equal}; max |Δ log-prob| {lp_diff:.2e}; "
+          f"weights bit-identical: {weights_same}")
     for name, (wall, cpu) in (("pre (unedited, batched)", t_pre), ("sequential", t_seq), ("batched", t_bat),
                               ("batched, unpacked", t_unp)):
         print(f"{name:>24}: wall {wall:7.1f} s {n_items / wall:6.2f} items/s {len(cases) / wall:6.3f} cases/s | "

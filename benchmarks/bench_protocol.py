@@ -90,9 +90,11 @@ def main() -> None:
         hp1 = dataclasses.replace(hp, batch_cases=1, reuse_lower_layers=False, cache_prefix=False)
         per_case, t_edit, t_eval = [], [0.0, 0.0], [0.0, 0.0]
         for case in cases:
-            (edit_res,), *te = timed(lambda: execute_rome_detailed(
+            # the lambdas run at once (inside timed); defaults bind this iteration's values explicitly
+            (edit_res,), *te = timed(lambda case=case: execute_rome_detailed(
                 lm.model, lm.tokenizer, lm.arch, requests_of([case]), solver, templates, hp1, "cpu", layer))
-            res, *tv = timed(lambda: evaluate_cases(cases=[case], edits=[edit_res[0]], mode="sequential", **run))
+            res, *tv = timed(lambda case=case, edit_res=edit_res: evaluate_cases(
+                cases=[case], edits=[edit_res[0]], mode="sequential", **run))
             per_case += res
             t_edit = [a + b for a, b in zip(t_edit, te)]
             t_eval = [a + b for a, b in zip(t_eval, tv)]
@@ -106,7 +108,8 @@ def main() -> None:
     for mode, ((ew, ec), (vw, vc)) in times.items():
         print(f"{mode:>10}: edit {ew / n:6.2f} s/case (cpu {ec / n:6.2f}) | evaluation pre+post {vw / n:6.2f} s/case "
               f"(cpu {vc / n:6.2f}) | protocol {(ew + vw) / n:6.2f} s/case, {n / (ew + vw):.3f} cases/s, "
-              f"{args.reference_seconds * n / (ew + vw):.1f}x the reference's {args.reference_seconds:.1f} s/case", flush=True)
+              f"{args.reference_seconds * n / (ew + vw):.1f}x the reference's {args.reference_seconds:.1f} s/case",
+              flush=True)
     if len(times) == 2:
         (s_e, s_v), (b_e, b_v) = times["sequential"], times["batched"]
         print(f"batched / sequential: edit {s_e[0] / b_e[0]:.2f}x, evaluation {s_v[0] / b_v[0]:.2f}x, "

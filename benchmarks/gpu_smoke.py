@@ -97,7 +97,7 @@ def build_tokenizer(vocab_size: int):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    lines = [l for f in WIKI for l in f.read_text(encoding="utf-8").split("\n") if l.strip()]
+    lines = [line for f in WIKI for line in f.read_text(encoding="utf-8").split("\n") if line.strip()]
     bpe = Tokenizer(models.BPE(unk_token="<unk>"))
     bpe.pre_tokenizer, bpe.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
     bpe.train_from_iterator(lines, trainers.BpeTrainer(
@@ -231,7 +231,7 @@ def run_family(family: str, args, tok, cases: list[dict], run: Runner) -> None:
                 "vocab": cfg.vocab_size, "tokenizer_vocab": len(tok), "dtype": args.dtype, "device": str(dev)}
 
     def stats():
-        lines = [l for l in WIKI[0].read_text(encoding="utf-8").split("\n") if l.strip()]  # stats.drop_empty
+        lines = [line for line in WIKI[0].read_text(encoding="utf-8").split("\n") if line.strip()]  # stats.drop_empty
         res = compute_second_moment(S["model"], tok, S["arch"], layer, lines, n_samples=args.stats_lines,
                                     seed=1, max_length=4096, device=dev)  # conf/stats/wikitext.yaml values
         run.expect_device("second moment", res.moment)

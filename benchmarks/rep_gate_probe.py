@@ -6,7 +6,8 @@ trained per case, then the soft gate g at every position of evaluation prompts, 
   prompts, neighbourhood prompts, a WikiText passage + prompt.
 Printed per category: max g over all positions, mean g and the open fraction (g > threshold) at the
 subject's last token, the open fraction at all other positions, and the mean cos(key, u) at the subject's
-last token before -> after the hard-gated adaptor (and, in brackets, after the soft-gated one). No ROME ΔW is needed: the gate reads the down_proj input.
+last token before -> after the hard-gated adaptor (and, in brackets, after the soft-gated one). No ROME ΔW
+is needed: the gate reads the down_proj input.
 
     .venv/bin/python benchmarks/rep_gate_probe.py --mom2 results/smollm2-135m/stats/<hash>/mom2.partial.pt
     .venv/bin/python benchmarks/rep_gate_probe.py --gate-loss-weight 1 --steps 100 --gate-lr 1e-3
@@ -42,7 +43,8 @@ def build_case(rec: dict, tok, words: list[str], seed: int) -> dict:
     return {"case_id": rec["case_id"], "prompt": rec["prompt"], "subject": rec["subject"],
             "subject_rephrases": split_id_ood(rec["subject_rephrase"], 0.5),
             "shuffled_subjects": split_id_ood(shuf, 0.5),
-            "long_context": {"eval": long_context(words, 300, rng), "held": [long_context(words, 300, rng) for _ in range(5)]},
+            "long_context": {"eval": long_context(words, 300, rng),
+                             "held": [long_context(words, 300, rng) for _ in range(5)]},
             "paraphrases": rec["rephrase_prompt"][:-1], "neighborhood_prompts": rec["locality_prompt"]}
 
 
@@ -100,7 +102,8 @@ def main() -> None:
     soft = AdaptorConfig(threshold=args.threshold, dropout=0.0)  # to read the soft-gated adaptor
     tcfg = RepTrainConfig(steps=args.steps, lr=args.lr, gate_lr=args.gate_lr, gate_loss_weight=args.gate_loss_weight,
                           long_context_aug=True, compat_long_noop=True)  # the release: long items silently dropped
-    print(f"templates: {len(set(templates))} distinct of {len(templates)}; u: {'C^-1 k' if solver else 'k'} normalised; "
+    print(f"templates: {len(set(templates))} distinct of {len(templates)}; "
+          f"u: {'C^-1 k' if solver else 'k'} normalised; "
           f"adaptor {acfg}; train {tcfg}")
 
     agg = defaultdict(lambda: defaultdict(list))
@@ -110,14 +113,16 @@ def main() -> None:
         params, _ = load_adaptor_state(res.state)
         steps = res.log["steps"]
         print(f"\ncase {case['case_id']} ({case['subject']!r}): pool {res.log['pool']}, {time.time() - t0:.1f}s; "
-              f"loss {steps[0]['loss']:.4f} -> {steps[-1]['loss']:.4f} (agg {steps[0]['agg']:.4f} -> {steps[-1]['agg']:.4f}, "
+              f"loss {steps[0]['loss']:.4f} -> {steps[-1]['loss']:.4f} "
+              f"(agg {steps[0]['agg']:.4f} -> {steps[-1]['agg']:.4f}, "
               f"consistency {steps[-1]['consistency']:.2e}); gate on training keys "
               + json.dumps({k: v and {kk: round(vv, 3) for kk, vv in v.items()} for k, v in res.log["gate"].items()
                             if k != "threshold"}))
         for cat, items in eval_prompts(case).items():
             enc = [(tok(t)["input_ids"], None if sp is None else encode_with_span(tok, t, sp)[1]) for t, sp in items]
             keys = torch.split(read_down_proj(model, dp, [e[0] for e in enc], [range(len(e[0])) for e in enc],
-                                              pad_id=tok.pad_token_id, by_length=False).float(), [len(e[0]) for e in enc])
+                                              pad_id=tok.pad_token_id, by_length=False).float(),
+                               [len(e[0]) for e in enc])
             for k, (_, idx) in zip(keys, enc):
                 g = gate_values(params, acfg, k)
                 agg[cat]["max"].append(g.max().item())
@@ -132,7 +137,8 @@ def main() -> None:
                     agg[cat]["cos_soft"].append(torch.dot(a / a.norm(), u).item())
                 agg[cat]["open_other"].extend((g[other] > args.threshold).float().tolist())
     thr = args.threshold
-    print(f"\n{'category':<11} {'max g':>7} {'mean g@subj':>12} {'open@subj':>10} {'open@other':>11} {'cos(k,u) before->hard (soft)':>30}")
+    print(f"\n{'category':<11} {'max g':>7} {'mean g@subj':>12} {'open@subj':>10} {'open@other':>11} "
+          f"{'cos(k,u) before->hard (soft)':>30}")
     for cat, d in agg.items():
         gs = d["g_sub"]
         sub = f"{sum(gs) / len(gs):12.3f} {sum(g > thr for g in gs) / len(gs):10.2f}" if gs else f"{'-':>12} {'-':>10}"

@@ -60,7 +60,8 @@ def main(cfg: dict, out_dir: Path) -> None:
         raise FloatingPointError(f"[stats] second moment has non-finite entries ({out_dir}); not saved")
     save_torch({"moment": moment.cpu(), "count": result.accumulator.count, "meta": result.accumulator.meta},
                out_dir / "mom2.pt")
-    write_json(out_dir / "stats.json", {k: (round(v, 3) if isinstance(v, float) else v) for k, v in result.stats.items()})
+    write_json(out_dir / "stats.json",
+               {k: (round(v, 3) if isinstance(v, float) else v) for k, v in result.stats.items()})
     print(f"[stats] {result.stats['tokens']} tokens at {result.stats['tokens_per_s']:.0f} tokens/s", flush=True)
     partial.unlink(missing_ok=True)
 

@@ -2,7 +2,8 @@
 
     python scripts/fig_plot.py keys --similarity a.csv b.csv --pca a.csv b.csv --runs r1 r2 \
         --out-png key_similarity.png --out-csv key_similarity.csv --out-pca-png key_pca.png --out-pca-csv key_pca.csv
-    python scripts/fig_plot.py unrelated --top ... --hist ... [--similarity ...] --runs ... --out-png --out-csv --out-hist-csv
+    python scripts/fig_plot.py unrelated --top ... --hist ... [--similarity ...] --runs ... \
+--out-png --out-csv --out-hist-csv
     python scripts/fig_plot.py values --values ... --runs ... --out-png --out-csv
 One input file per run (same order as --runs); the run label becomes the CSVs' first column.
 """

@@ -15,7 +15,8 @@ def make_backend(cfg: dict):
     if rp["backend"] == "api":
         api = rp["api"]
         key = os.environ.get(api["api_key_env"]) if api.get("api_key_env") else None
-        return ApiBackend(api["base_url"], api["model"], key, timeout_s=api["timeout_s"], max_tokens=rp["max_new_tokens"])
+        return ApiBackend(api["base_url"], api["model"], key, timeout_s=api["timeout_s"],
+                          max_tokens=rp["max_new_tokens"])
     if rp["backend"] == "local":
         name = rp["local"]["model"]
         model_cfg_path = Path(__file__).resolve().parents[1] / "conf" / "model" / f"{name}.yaml"

@@ -115,7 +115,8 @@ def test_scan_windows_and_subject_cut(llama_tok):
     assert len(scan_windows(llama_tok, words, n_tokens=10**6, window_words=4, start=0)) == 8  # one pass at most
     w = encode_window(llama_tok, "We met Danielle Darrieux in Paris")
     cut = subject_cut(w, "Danielle Darrieux")
-    assert llama_tok.decode(w.ids[:cut + 1]).endswith("Darrieux") and not llama_tok.decode(w.ids[:cut]).endswith("Darrieux")
+    assert (llama_tok.decode(w.ids[:cut + 1]).endswith("Darrieux")
+            and not llama_tok.decode(w.ids[:cut]).endswith("Darrieux"))
     assert subject_cut(w, "Toko Yasuda") == len(w.ids)
 
 

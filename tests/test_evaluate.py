@@ -31,7 +31,8 @@ def make_case(case_id=0, subject="Danielle Darrieux", template="The mother tongu
         "patil_prompts": [f"What {subject} speaks natively is", f"In terms of native language, {subject} uses"],
         "neighborhood_prompts": [template.format("Léon Blum"), template.format("Raymond Barre")],
         "locality_ground_truth": true,
-        "subject_rephrases": {"id": [f"the actress {subject}", "she"], "ood": [f"famous {subject}"], "source": "dataset"},
+        "subject_rephrases": {"id": [f"the actress {subject}", "she"], "ood": [f"famous {subject}"],
+                              "source": "dataset"},
         "shuffled_subjects": {"id": [" ".join(reversed(subject.split()))], "ood": []},
         "long_context": long_context,
     }

@@ -113,7 +113,7 @@ def test_changing_only_the_gate_threshold_reruns_only_evaluation(tmp_path):
     jobs = planned_outputs(tmp_path)
     assert "prepare_model" not in {r for r, _ in jobs}  # never fake (overwrite) a real model folder
     assert {"cases", "stats", "templates", "rome", "eval_rome", "rep", "eval_rep"} <= {r for r, _ in jobs}
-    for rule, outs in jobs:
+    for _rule, outs in jobs:
         rank = next(i for i, s in enumerate(STAGE_ORDER) if f"/{s}/" in outs[0] or f"/{s}" in outs[0])
         for out in outs:
             path = REPO / out if not out.startswith("/") else __import__("pathlib").Path(out)

@@ -12,13 +12,14 @@ from robustedit.errors import ConfigError
 from robustedit.rep import Adaptor, AdaptorConfig, adaptor_forward, init_params, load_adaptor_state
 
 D = 40
+DEFAULT_ADAPTOR = AdaptorConfig()  # frozen dataclass: safe as a shared default
 
 
 def gen(seed=0):
     return torch.Generator().manual_seed(seed)
 
 
-def randomised(cfg=AdaptorConfig(), seed=0, gate_bias=0.0):
+def randomised(cfg=DEFAULT_ADAPTOR, seed=0, gate_bias=0.0):
     """A trained-looking adaptor: nonzero B, chosen gate output bias."""
     p = init_params(D, cfg, gen(seed))
     p["lora_B"] = torch.randn(D, cfg.rank, generator=gen(seed + 100)) * 0.1
@@ -34,7 +35,8 @@ def plain(p, cfg, x, mode, keep=None, threshold=None):
     m1, m2 = nn.Linear(D, h), nn.Linear(h, 1)
     with torch.no_grad():
         lora_A.weight.copy_(p["lora_A"]), lora_B.weight.copy_(p["lora_B"])
-        m1.weight.copy_(p["gate_w1"]), m1.bias.copy_(p["gate_b1"]), m2.weight.copy_(p["gate_w2"]), m2.bias.copy_(p["gate_b2"])
+        m1.weight.copy_(p["gate_w1"]), m1.bias.copy_(p["gate_b1"])
+        m2.weight.copy_(p["gate_w2"]), m2.bias.copy_(p["gate_b2"])
         xd = x if keep is None else x * keep / (1 - cfg.dropout)
         result = lora_B(lora_A(xd)) * (cfg.alpha / cfg.rank)
         g = torch.sigmoid(m2(nn.GELU()(m1(x))))

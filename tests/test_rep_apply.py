@@ -43,7 +43,8 @@ def test_batched_forward_equals_per_case_forward():
         opened += int((want - x[b]).abs().amax(-1).gt(0).sum())
     assert 0 < opened < 5 * 7  # gates both open and shut somewhere: the comparison covers both
     torch.testing.assert_close(batched_adaptor_forward(stacked, cfg, x, rows, mode="train"),
-                               torch.stack([adaptor_forward(params[c], CFG, x[b], "train") for b, c in enumerate(rows.tolist())]),
+                               torch.stack([adaptor_forward(params[c], CFG, x[b], "train")
+                                            for b, c in enumerate(rows.tolist())]),
                                rtol=1e-5, atol=1e-6)
     with pytest.raises(ConfigError, match="row_to_case"):
         batched_adaptor_forward(stacked, cfg, x, rows[:3])
@@ -147,7 +148,8 @@ def test_eval_dropout_hook_needs_generator():
 
 def test_stack_rejects_mixed_configs():
     a = adaptor_state(trained_like(16, 0), CFG)
-    b = adaptor_state(trained_like(16, 1, AdaptorConfig(dropout=0.0, threshold=0.7)), AdaptorConfig(dropout=0.0, threshold=0.7))
+    b = adaptor_state(trained_like(16, 1, AdaptorConfig(dropout=0.0, threshold=0.7)),
+                      AdaptorConfig(dropout=0.0, threshold=0.7))
     with pytest.raises(ConfigError, match="different"):
         stack_states([a, b])
     with pytest.raises(ConfigError, match="in_features"):

@@ -78,7 +78,7 @@ def train_through_model(model, tok, dp, original, pool, u, params, cfg, tcfg, sc
         enc = tok(texts, return_tensors="pt", padding=True)
         seen = {}
 
-        def hook(x):
+        def hook(x, seen=seen):  # called within this iteration only; the default binds it explicitly
             seen["raw"] = x.detach()
             seen["out"] = ref(x.detach(), gen) if loss_on_hook_output else x  # keys are constants, as the reference
             return seen["out"]
@@ -136,7 +136,8 @@ def test_batch_schedule_matches_reference_cursor_logic():
         return out
 
     for n in (7, 40, 125, 300):
-        assert batch_schedule(n, 15, 10, random.Random(1), compat_restart=True) == reference(n, 15, 10, random.Random(1))
+        assert (batch_schedule(n, 15, 10, random.Random(1), compat_restart=True)
+                == reference(n, 15, 10, random.Random(1)))
     s = batch_schedule(40, 15, 6, random.Random(1))
     assert len(set(s[0] + s[1])) == 30  # consecutive disjoint slices
     assert len(set(s[2] + s[3])) == 30  # after the reshuffle: slices 0:15 then 15:30 (no repeat)

@@ -54,7 +54,8 @@ def test_parse_gpt_style_numbered_list():
 
 
 def test_parse_bullet_list():
-    text = "Sure:\n- **A5 chip**: Apple's 2011 SoC\n* \u2018Apple A5 processor\u2019\n\u2022 APPLE A5\n+ A5 by Apple.\nThat's all."
+    text = ("Sure:\n- **A5 chip**: Apple's 2011 SoC\n* \u2018Apple A5 processor\u2019\n"
+            "\u2022 APPLE A5\n+ A5 by Apple.\nThat's all.")
     assert parse_rephrases(text, "Apple A5") == ["A5 chip", "Apple A5 processor", "A5 by Apple"]
 
 
@@ -129,7 +130,8 @@ class StubBackend(RephraseBackend):
         out = []
         for p in prompts:
             entity = p.split(": ", 1)[1]
-            out.append("Here you go:\n" + "\n".join(f"{i}. {entity} v{self.version} #{i}" for i in range(1, self.k + 1)))
+            out.append("Here you go:\n"
+                       + "\n".join(f"{i}. {entity} v{self.version} #{i}" for i in range(1, self.k + 1)))
         return out
 
 
@@ -444,7 +446,8 @@ def test_transformers_serve_matches_local_backend(tmp_path):
         deadline = time.monotonic() + 180  # model load takes ~10 s on a free CPU
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"transformers serve exited with {proc.returncode}:\n{(tmp_path / 'serve.log').read_text()[-2000:]}")
+                pytest.fail(f"transformers serve exited with {proc.returncode}:\n"
+                            f"{(tmp_path / 'serve.log').read_text()[-2000:]}")
             try:
                 opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
                 with opener.open(f"http://127.0.0.1:{port}/health", timeout=2) as resp:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import tiny_gemma, tiny_llama
-from robustedit.edits import applied, apply_rank_one, restore
+from robustedit.edits import apply_rank_one, restore
 from robustedit.errors import ConfigError, RecordError
 from robustedit.hooks import capture_input, capture_output, edit_output
 from robustedit.models.arch import Architecture
@@ -300,7 +300,8 @@ def test_fast_forward_equals_full_model(request, family, layer):
     plain = select_cases(full, keep)
     ar = torch.arange(plain.ids.shape[0])
     d_rows = delta[keep][plain.case]
-    with edit_output(arch.module(model, "mlp", layer), lambda o: o.index_put((ar, plain.index), d_rows, accumulate=True)):
+    with edit_output(arch.module(model, "mlp", layer),
+                     lambda o: o.index_put((ar, plain.index), d_rows, accumulate=True)):
         logits = model(input_ids=plain.ids, attention_mask=plain.mask).logits
     want_lab = logits[plain.lab_row, plain.lab_pos]
     want_kl = logits[plain.kl_row, plain.index[plain.kl_row]]
@@ -352,8 +353,10 @@ def test_execute_validates_and_batches(llama_tok, llama64):
     with pytest.raises(ConfigError, match="no second moment"):
         execute_rome(llama64, llama_tok, arch, CASES, None, TEMPLATES, HP, "cpu", LAYER)
     C = spd(arch.key_dim(llama64, LAYER), 2)
-    one = execute_rome(llama64, llama_tok, arch, CASES, C, TEMPLATES, dataclasses.replace(HP, batch_cases=1), "cpu", LAYER)
-    two = execute_rome(llama64, llama_tok, arch, CASES, C, TEMPLATES, dataclasses.replace(HP, batch_cases=2), "cpu", LAYER)
+    one = execute_rome(llama64, llama_tok, arch, CASES, C, TEMPLATES, dataclasses.replace(HP, batch_cases=1),
+                       "cpu", LAYER)
+    two = execute_rome(llama64, llama_tok, arch, CASES, C, TEMPLATES, dataclasses.replace(HP, batch_cases=2),
+                       "cpu", LAYER)
     for a, b in zip(one, two):
         assert a.layer == b.layer == LAYER
         torch.testing.assert_close(a.u, b.u, atol=1e-12, rtol=1e-12)

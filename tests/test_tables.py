@@ -34,6 +34,7 @@ def test_gate_rows_sorted_by_threshold_and_deduplicated(tmp_path):
         make_gate_table.gate_rows(sums[:2], [0.1, 0.2, 0.3], "exact_match", "micro")
     make_gate_table.write_csv(rows, tmp_path / "g.csv")
     lines = (tmp_path / "g.csv").read_text().splitlines()
-    assert lines[0].startswith("model,method,split,threshold") and lines[1].startswith("m,ROME+REP,valid,0.5,3,20.0,90.0,40.0,,")
+    assert lines[0].startswith("model,method,split,threshold")
+    assert lines[1].startswith("m,ROME+REP,valid,0.5,3,20.0,90.0,40.0,,")
     make_gate_table.plot(rows, tmp_path / "g.png")
     assert (tmp_path / "g.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

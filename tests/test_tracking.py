@@ -86,7 +86,8 @@ def test_offline_run_holds_config_metrics_table_and_image(tmp_path):
     png = tiny_png(tmp_path / "fig.png")
     with start_run(cfg_for(tmp_path), name="unit") as tracker:
         tracker.log_metrics({"table1/ROME/success": 87.5})
-        tracker.log_table("tables/table1", [{"method": "ROME", "success": "87.5"}, {"method": "Unedited", "success": "0"}])
+        tracker.log_table("tables/table1",
+                          [{"method": "ROME", "success": "87.5"}, {"method": "Unedited", "success": "0"}])
         tracker.log_image("figures/fig", png)
     run_dir = tracker.run_dir
     assert run_dir.parent == tmp_path / "wandb" / "wandb" and run_dir.name.startswith("offline-run-")

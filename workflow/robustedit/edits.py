@@ -130,7 +130,8 @@ class RankOneEditBatch:
                 if e is not None and e.layer == layer:
                     if e.u.shape != (linear.in_features,) or e.v.shape != (linear.out_features,):
                         raise ConfigError(f"edit {i} (layer {layer}) has u {tuple(e.u.shape)} and v "
-                                          f"{tuple(e.v.shape)}; down_proj is {linear.out_features}x{linear.in_features}")
+                                          f"{tuple(e.v.shape)}; down_proj is "
+                                          f"{linear.out_features}x{linear.in_features}")
                     u[i], v[i] = e.u.float(), e.v.float()
             self.u[layer], self.v[layer] = u.to(device), v.to(device)
 

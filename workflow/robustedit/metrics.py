@@ -35,7 +35,8 @@ class TokenScores:
         shape = self.mask.shape
         for name in ("target_ids", "argmax_ids", "logprobs"):
             if getattr(self, name).shape != shape:
-                raise ValueError(f"TokenScores.{name} has shape {tuple(getattr(self, name).shape)}, mask has {tuple(shape)}")
+                raise ValueError(f"TokenScores.{name} has shape {tuple(getattr(self, name).shape)}, "
+                                 f"mask has {tuple(shape)}")
         if self.mask.dtype != torch.bool:
             raise ValueError("TokenScores.mask must be a bool tensor")
         if shape[0] and not bool(self.mask.any(dim=1).all()):

@@ -97,7 +97,7 @@ def plot_unrelated(top_rows: Sequence[dict], hist_rows: Sequence[dict], key_rows
         if hist:
             lo, hi = [float(r["bin_lo"]) for r in hist], [float(r["bin_hi"]) for r in hist]
             counts = [float(r["count"]) for r in hist]
-            total = sum(c * (h - l) for c, l, h in zip(counts, lo, hi)) or 1.0
+            total = sum(c * (b_hi - b_lo) for c, b_lo, b_hi in zip(counts, lo, hi)) or 1.0
             ax.stairs([c / total for c in counts], [*lo, hi[-1]], color=COLORS["random"], fill=True, alpha=0.3,
                       label=f"all scanned prefixes (n={int(sum(counts))})")
         best = _values(top_rows, run, "similarity", rank="1")

@@ -87,7 +87,8 @@ def scan_similar_keys(model: nn.Module, down_proj: nn.Module, solver: MomentSolv
     zs = whitened_units(solver, subject_keys)  # [S, D] float64
     S = zs.shape[0]
     empty = (torch.empty(S, 0, dtype=torch.float64, device=zs.device),
-             torch.empty(S, 0, dtype=torch.long, device=zs.device), torch.empty(S, 0, dtype=torch.long, device=zs.device))
+             torch.empty(S, 0, dtype=torch.long, device=zs.device),
+             torch.empty(S, 0, dtype=torch.long, device=zs.device))
     best, counts, n_keys = empty, torch.zeros(N_BINS, dtype=torch.float64), 0
     for lo in range(0, len(windows), batch_rows):
         chunk = windows[lo:lo + batch_rows]

@@ -98,6 +98,7 @@ def build_items(case: dict, long_id_passages: int | None = None) -> list[Item]:
     items += swapped("rephrase_ood", _strings(rephrases["ood"], where, "subject_rephrases.ood"))
     items += swapped("shuffle_ood", _strings(shuffles["ood"], where, "shuffled_subjects.ood"))
     items += with_context("long_ood", [long_ctx["eval"]])
-    items += [Item("paraphrase", p, new, true) for p in _strings(case["paraphrase_prompts"], where, "paraphrase_prompts")]
+    items += [Item("paraphrase", p, new, true)
+              for p in _strings(case["paraphrase_prompts"], where, "paraphrase_prompts")]
     items += [Item("patil", p, new, true) for p in _strings(case["patil_prompts"], where, "patil_prompts")]
     return items

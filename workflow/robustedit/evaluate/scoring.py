@@ -89,7 +89,8 @@ def score_items(model, arch, items: Sequence[EncodedItem], batch_size: int, devi
             with ctx:
                 if pack:
                     per_row = score_packed_batch(model, arch, [rows[i] for i in chunk], device)
-                    done = [(k, sc) for i, row_scores in zip(chunk, per_row) for k, sc in zip(rows[i].items, row_scores)]
+                    done = [(k, sc) for i, row_scores in zip(chunk, per_row)
+                            for k, sc in zip(rows[i].items, row_scores)]
                 else:
                     done = list(zip(chunk, score_batch(model, arch, [items[i] for i in chunk], device)))
             for k, sc in done:

@@ -64,7 +64,8 @@ def _pre_from_results(previous: Sequence[dict], cases: Sequence[dict], items_per
     for ci, j, kind, _ in rows:
         prev = previous[ci]
         if prev["case_id"] != cases[ci]["case_id"] or len(prev["items"]) != len(items_per_case[ci]):
-            raise ConfigError(f"pre_from case {ci} (case_id {prev['case_id']}) does not match case_id {cases[ci]['case_id']}")
+            raise ConfigError(f"pre_from case {ci} (case_id {prev['case_id']}) does not match "
+                              f"case_id {cases[ci]['case_id']}")
         item = prev["items"][j]
         if (item["prompt"], item["target"]) != (items_per_case[ci][j].prompt, items_per_case[ci][j].target):
             raise ConfigError(f"pre_from case_id {prev['case_id']} item {j} has a different prompt or target")

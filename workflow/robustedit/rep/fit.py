@@ -18,6 +18,9 @@ from .adaptor import AdaptorConfig, adaptor_state, init_params
 from .keys import collect_training_keys, pool_from_case
 from .train import RepTrainConfig, train_on_keys
 
+DEFAULT_ADAPTOR = AdaptorConfig()  # both configs are frozen dataclasses: safe as shared defaults
+DEFAULT_TRAIN = RepTrainConfig()
+
 
 @dataclass
 class RepResult:
@@ -26,7 +29,7 @@ class RepResult:
 
 
 def fit_rep_adaptor(model: nn.Module, tok, down_proj: nn.Module, case: dict, templates: Sequence[str],
-                    u: torch.Tensor, *, acfg: AdaptorConfig = AdaptorConfig(), tcfg: RepTrainConfig = RepTrainConfig(),
+                    u: torch.Tensor, *, acfg: AdaptorConfig = DEFAULT_ADAPTOR, tcfg: RepTrainConfig = DEFAULT_TRAIN,
                     seed: int, device="cpu", negative_prompts: Sequence[str] | None = None) -> RepResult:
     """Train the adaptor of one case (data.cases layout). Gate negatives default to the case's
     neighbourhood prompts; they are read only when `tcfg.gate_loss_weight > 0`."""

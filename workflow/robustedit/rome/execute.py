@@ -50,7 +50,8 @@ def execute_rome_detailed(model, tok, arch, requests: Sequence[dict], C, templat
     arch.check_layer(layer)
     check_bare_first(templates)
     if len(templates) != hparams.n_templates:
-        raise ConfigError(f"{len(templates)} context templates given, the hyperparameters describe {hparams.n_templates}")
+        raise ConfigError(f"{len(templates)} context templates given, "
+                          f"the hyperparameters describe {hparams.n_templates}")
     checked = [validate_request(r, i) for i, r in enumerate(requests)]
     solver = _solver(C, hparams)
     out: list[tuple[RankOneEdit, VResult]] = []

@@ -135,7 +135,8 @@ def token_budget_batches(lengths: Sequence[int], batch_tokens: int) -> list[list
 def prepends_bos(tok) -> bool:
     """Whether tokenising a text puts an automatic BOS at position 0."""
     bos = tok.bos_token_id
-    return bos is not None and tok("x")["input_ids"][:1] == [bos] and tok("x", add_special_tokens=False)["input_ids"][:1] != [bos]
+    return (bos is not None and tok("x")["input_ids"][:1] == [bos]
+            and tok("x", add_special_tokens=False)["input_ids"][:1] != [bos])
 
 
 def _key_rows(model, down_proj, ids_list, include_bos, bos_id, pad_id, device) -> torch.Tensor:
