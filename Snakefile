@@ -23,9 +23,9 @@ include: "rules/tracking.smk"
 rule all:
     default_target: True
     input:
-        [stage_dir(c, "cases") / f"{s}.jsonl" for c in CFGS for s in c["data"]["splits"]],
-        [stage_dir(c, "eval_rome") / f"{s}.summary.json" for c in CFGS for s in c["data"]["splits"]],
-        [stage_dir(c, "eval_rep") / f"{s}.summary.json" for c in CFGS for s in c["data"]["splits"]],
+        [stage_dir(c, "cases", s) / f"{s}.jsonl" for c in CFGS for s in c["data"]["splits"]],
+        [stage_dir(c, "eval_rome", s) / f"{s}.summary.json" for c in CFGS for s in c["data"]["splits"]],
+        [stage_dir(c, "eval_rep", s) / f"{s}.summary.json" for c in CFGS for s in c["data"]["splits"]],
         f"{RESULTS}/tables/table1.csv",
         f"{RESULTS}/tables/gate_threshold.csv",
         ANALYSIS_FIGURES,

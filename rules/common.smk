@@ -7,9 +7,9 @@ from snakemake.utils import validate as validate_snakemake_config
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
-from common import compose, model_dir, stage_dir, stage_hash  # noqa: E402
+from common import compose, model_dir, stage_dir, stage_hash, with_split  # noqa: E402
 from robustedit.errors import ConfigError  # noqa: E402
-from robustedit.stages import STAGES  # noqa: E402
+from robustedit.stages import STAGES, per_split  # noqa: E402
 
 configfile: "conf/pipeline.yaml"
 validate_snakemake_config(config, "../conf/pipeline.schema.yaml")
@@ -32,12 +32,22 @@ RESULTS, MODELS, DATA = (CFGS[0]["paths"][k] for k in ("results", "models", "dat
 if any((c["paths"]["results"], c["paths"]["models"], c["paths"]["data"]) != (RESULTS, MODELS, DATA) for c in CFGS):
     raise ValueError("all runs must share paths.results, paths.models and paths.data")
 
-# (stage, model, hash) -> the override list / composed config behind that stage directory
+
+
+def _splits_of(cfg, stage):
+    """The splits with their own `stage` directory (every key of data.split_files), or [None]."""
+    return list(cfg["data"]["split_files"]) if per_split(stage) else [None]
+
+
+# (stage, model, hash) -> the override list / composed config behind that stage directory. A per-split stage
+# has one directory per split (its hash covers that split's file only): its RUN_OF config has job.split set,
+# so stage_dir(RUN_OF[...], input_stage) names the input's directory of the same split.
 OVERRIDES, RUN_OF = {}, {}
 for _ovr, _cfg in zip(RUNS, CFGS):
     for _stage in STAGES:
-        _key = (_stage, _cfg["model"]["name"], stage_hash(_cfg, _stage))
-        OVERRIDES[_key], RUN_OF[_key] = _ovr, _cfg
+        for _split in _splits_of(_cfg, _stage):
+            _key = (_stage, _cfg["model"]["name"], stage_hash(_cfg, _stage, _split))
+            OVERRIDES[_key], RUN_OF[_key] = _ovr, with_split(_cfg, _split)
 MODEL_CFGS = {c["model"]["name"]: (r, c) for r, c in zip(RUNS, CFGS)}
 
 # Evaluation stages whose <report_split>.summary.json become rows of Table 1 (EREN: the reader on the same cases).
@@ -51,9 +61,10 @@ for _ovr, _cfg in zip(RUNS, CFGS):
         _sovr = _ovr + [f"rep.gate_threshold={_t}"]
         _scfg = compose(_sovr)
         SWEEP_CFGS.append((_cfg, _t, _scfg))
-        _key = ("eval_rep", _scfg["model"]["name"], stage_hash(_scfg, "eval_rep"))
-        OVERRIDES.setdefault(_key, _sovr)
-        RUN_OF.setdefault(_key, _scfg)
+        for _split in _splits_of(_scfg, "eval_rep"):
+            _key = ("eval_rep", _scfg["model"]["name"], stage_hash(_scfg, "eval_rep", _split))
+            OVERRIDES.setdefault(_key, _sovr)
+            RUN_OF.setdefault(_key, with_split(_scfg, _split))
 
 
 # Splits that gathering targets read, by key; each must be built (in data.splits) by its run.
@@ -83,6 +94,11 @@ def needs_splits(key, paths):
         check_splits(key)
         return paths
     return get
+
+
+def split_file(cfg, stage, split, suffix):
+    """<split>.<suffix> in the directory of `stage` for `split` (a per-split stage has one per split)."""
+    return stage_dir(cfg, stage, split) / f"{split}.{suffix}"
 
 
 def gpu_count(wildcards):
@@ -125,7 +141,7 @@ def _run_labels():
 
 def fig_inputs(stage, suffix):
     """Input function: one per-run CSV of `stage` for every run (its analysis.split, checked)."""
-    return needs_splits("analysis.split", [stage_dir(c, stage) / f"{c['analysis']['split']}.{suffix}" for c in CFGS])
+    return needs_splits("analysis.split", [split_file(c, stage, c["analysis"]["split"], suffix) for c in CFGS])
 
 
 def _one_run_per_hash(stage):

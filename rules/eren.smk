@@ -11,7 +11,7 @@ EREN_EVAL_CFGS = _one_run_per_hash("eren_eval")
 EREN_SCALING_CFGS = _one_run_per_hash("eren_scaling")
 EREN_TABLES = [f"{RESULTS}/tables/eren.csv", f"{RESULTS}/tables/eren_scaling.csv", f"{RESULTS}/figures/eren_scaling.png"]
 # Table 1's EREN row per run: the suite on eval.report_split (the path table1 reads)
-EREN_SUITE_SUMMARIES = [stage_dir(c, "eren_suite") / f"{c['eval']['report_split']}.summary.json" for c in CFGS]
+EREN_SUITE_SUMMARIES = [split_file(c, "eren_suite", c["eval"]["report_split"], "summary.json") for c in CFGS]
 EREN_TARGETS = [*EREN_TABLES, *EREN_SUITE_SUMMARIES]
 
 

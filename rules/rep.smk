@@ -53,7 +53,7 @@ rule eval_rep:
 
 rule gate_threshold:
     input:
-        summaries=needs_splits("rep.sweep_splits", [stage_dir(s, "eval_rep") / f"{split}.summary.json"
+        summaries=needs_splits("rep.sweep_splits", [stage_dir(s, "eval_rep", split) / f"{split}.summary.json"
                                                     for _, _, s in SWEEP_CFGS for split in s["rep"]["sweep_splits"]]),
     output:
         csv=report(f"{RESULTS}/tables/gate_threshold.csv", caption="../report/gate_threshold.rst", category="Tables"),

@@ -52,7 +52,7 @@ rule eval_rome:
 rule table1:
     input:
         # row order: per run, the unedited model and ROME, then ROME+REP (EREN rows join here)
-        summaries=needs_splits("eval.report_split", [stage_dir(c, stage) / f"{c['eval']['report_split']}.summary.json"
+        summaries=needs_splits("eval.report_split", [split_file(c, stage, c["eval"]["report_split"], "summary.json")
                                                      for c in CFGS for stage in TABLE1_STAGES]),
     output:
         csv=report(f"{RESULTS}/tables/table1.csv", caption="../report/table1.rst", category="Tables"),

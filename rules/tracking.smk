@@ -13,7 +13,7 @@ rule wandb_log:
     input:
         tables=TRACKED_TABLES,
         figures=TRACKED_FIGURES,
-        summaries=needs_splits("eval.report_split", [stage_dir(c, stage) / f"{c['eval']['report_split']}.summary.json"
+        summaries=needs_splits("eval.report_split", [split_file(c, stage, c["eval"]["report_split"], "summary.json")
                                                      for c in CFGS for stage in TABLE1_STAGES]),
     output:
         marker=f"{RESULTS}/wandb/wandb_log.json",

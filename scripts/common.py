@@ -17,7 +17,10 @@ CONF = REPO / "conf"
 sys.path.insert(0, str(REPO / "workflow"))  # so a plain checkout works even before `pip install -e .`
 
 from robustedit.errors import ConfigError  # noqa: E402
-from robustedit.stages import data_files, stage_config, stage_hash, stage_view  # noqa: E402
+from robustedit.stages import data_files, stage_config, stage_hash, stage_view, user_files  # noqa: E402
+
+# Keys naming splits (besides data.splits): each must be a key of data.split_files
+SPLIT_NAME_KEYS = ("data.splits", "eval.report_split", "eval.splits", "rep.sweep_splits", "analysis.split")
 
 
 def validate(cfg: dict, edit_model: bool = True) -> dict:
@@ -43,7 +46,25 @@ def validate(cfg: dict, edit_model: bool = True) -> dict:
         raise ConfigError(f"model={model['name']}: model.family={model['family']!r} is a seq2seq reader, not an "
                           f"edit model (use it as eren.reader={model['name']})")
     reader_model_cfg(cfg)  # eren.reader names a usable reader config
+    check_split_names(cfg)
     return cfg
+
+
+def check_split_names(cfg: dict) -> None:
+    """Every split a key names (data.splits, eval.report_split, ...) is a key of data.split_files: a split is
+    any name given a file there (`+data.split_files.mine=path`). Errors name the key."""
+    known = sorted(cfg["data"]["split_files"])
+    bad, named = [], set()
+    for key in SPLIT_NAME_KEYS:
+        group, name = key.split(".")
+        value = cfg[group][name]
+        for split in value if isinstance(value, list) else [value]:
+            if split not in known and split not in named:  # once (eval.splits is ${data.splits})
+                named.add(split)
+                bad.append(f"  {key}: split {split!r} is not in data.split_files (has: {', '.join(known)}); give "
+                           f"it a file with +data.split_files.{split}=<file>")
+    if bad:
+        raise ConfigError("invalid configuration:\n" + "\n".join(bad))
 
 
 def schema_error_lines(error) -> list[str]:
@@ -81,8 +102,15 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> dict:
     return validate(to_plain(cfg))
 
 
-def stage_dir(cfg: dict, stage: str) -> Path:
-    return Path(cfg["paths"]["results"]) / cfg["model"]["name"] / stage / stage_hash(cfg, stage)
+def stage_dir(cfg: dict, stage: str, split: str | None = None) -> Path:
+    """results/<model>/<stage>/<hash>/; a per-split stage (robustedit.stages.per_split) needs `split`, or
+    takes the config's job.split."""
+    return Path(cfg["paths"]["results"]) / cfg["model"]["name"] / stage / stage_hash(cfg, stage, split)
+
+
+def with_split(cfg: dict, split: str | None) -> dict:
+    """The config as a job of `split` sees it (job.split set; a shallow copy), or cfg itself for None."""
+    return cfg if split is None else {**cfg, "job": {**cfg["job"], "split": split}}
 
 
 def model_dir(cfg: dict) -> Path:
@@ -91,12 +119,14 @@ def model_dir(cfg: dict) -> Path:
 
 def write_stage_config(cfg: dict, stage: str, out_dir: Path, read: set[str]) -> None:
     """Save what named this directory beside the outputs: the hashed config keys, the sha256 of the data
-    files, and which keys the stage's code read (`read`, from its StageView)."""
+    files, and which keys the stage's code read (`read`, from its StageView); plus, not hashed, where the
+    user data files were read from (`user_files`: key -> absolute path)."""
     from robustedit.io import write_json
 
     named = stage_config(cfg, stage)
+    users = {k: str(v) for k, v in user_files(cfg, stage).items()}
     write_json(out_dir / "stage_config.json", {"stage": stage, "hash": stage_hash(cfg, stage), **named,
-                                               "read": sorted(read)})
+                                               "read": sorted(read), **({"user_files": users} if users else {})})
 
 
 def run_stage(stage: str, fn: Callable[[dict, Path], None], cfg: dict) -> Path:
@@ -112,7 +142,9 @@ def run_stage(stage: str, fn: Callable[[dict, Path], None], cfg: dict) -> Path:
     out_dir = stage_dir(cfg, stage)
     out_dir.mkdir(parents=True, exist_ok=True)
     start, read = time.time(), set()
-    with only_files(stage, data_files(cfg, stage).values()):
+    named = stage_config(cfg, stage)["data"]  # a user file must still hold this content when opened
+    users = {data_files(cfg, stage)[k]: named[k] for k in user_files(cfg, stage)}
+    with only_files(stage, data_files(cfg, stage).values(), users):
         fn(stage_view(cfg, stage, read), out_dir)
     write_stage_config(cfg, stage, out_dir, read)
     print(f"[{stage}] done in {time.time() - start:.1f} s -> {out_dir}", flush=True)

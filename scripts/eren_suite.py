@@ -31,7 +31,7 @@ TABLE_METRICS = ("exact_match", "token_mean_acc", "prob_compare")
 
 
 def load_cases(cfg: dict, split: str) -> list[dict]:
-    path = stage_dir(cfg, "cases") / f"{split}.jsonl"
+    path = stage_dir(cfg, "cases", split) / f"{split}.jsonl"
     cases = read_jsonl(path)
     if not cases:
         raise RecordError(f"{path}: no cases to evaluate")

@@ -24,7 +24,7 @@ def table1_metrics(cfg: dict, stages: list[str]) -> dict[str, float]:
     """table1/<method>/<column> for the run's evaluation summaries (empty cells skipped), as Table 1 shows them."""
     ev, out = cfg["eval"], {}
     for stage in stages:
-        summary = read_json(stage_dir(cfg, stage) / f"{ev['report_split']}.summary.json")
+        summary = read_json(stage_dir(cfg, stage, ev["report_split"]) / f"{ev['report_split']}.summary.json")
         for row in rows_from(summary, METRIC, AGGREGATION):
             out.update({f"table1/{row['method']}/{col}": float(row[col]) for col in GROUP_OF if row[col] != ""})
     return out

@@ -23,7 +23,7 @@ def test_every_model_and_hardware_composes(model, hardware):
     assert cfg["model"]["name"] == model and cfg["hardware"]["name"] == hardware
     arch = Architecture.from_config(cfg["model"])
     assert arch.name("down_proj", cfg["model"]["layer"]) == f"model.layers.{cfg['model']['layer']}.mlp.down_proj"
-    assert str(stage_dir(cfg, "cases")).startswith(f"results/{model}/cases/")
+    assert str(stage_dir(cfg, "cases", "valid")).startswith(f"results/{model}/cases/")
 
 
 def test_paper_layers_and_test_files():
@@ -34,13 +34,14 @@ def test_paper_layers_and_test_files():
 
 def test_stage_hash_examples():
     """A few cases by hand; tests/test_stage_hashes.py checks every key of every stage."""
-    base = compose([])
+    base = compose(["job.split=valid"])  # cases (and what consumes them) have one directory per split
     h = stage_hash(base, "cases")
-    assert stage_hash(compose(["model.layer=7"]), "cases") == h  # cases do not read the edit layer
-    assert stage_hash(compose(["hardware.batch_size=3"]), "cases") == h  # nor batch sizes
-    assert stage_hash(compose(["data.shuffle.n=4"]), "cases") != h
-    assert stage_hash(compose(["seed=1"]), "cases") != h
-    assert stage_hash(compose(["model=gemma3-270m"]), "cases") != h
+    assert stage_hash(compose(["model.layer=7", "job.split=valid"]), "cases") == h  # cases do not read the edit layer
+    assert stage_hash(compose(["hardware.batch_size=3", "job.split=valid"]), "cases") == h  # nor batch sizes
+    assert stage_hash(compose(["data.shuffle.n=4", "job.split=valid"]), "cases") != h
+    assert stage_hash(compose(["seed=1", "job.split=valid"]), "cases") != h
+    assert stage_hash(compose(["model=gemma3-270m", "job.split=valid"]), "cases") != h
+    assert stage_hash(base, "cases", "test") != h  # another split: another directory
     assert "model.layer" not in hashed_keys(base, "cases") and "model.source.kind" in hashed_keys(base, "cases")
 
 
@@ -49,7 +50,8 @@ def test_stage_hash_examples():
     (["model.layer=30"], "layer 30 is out of range for a 30-layer llama model"),
     (["model.layer=abc"], "model.layer: 'abc' is not of type 'integer'"),
     (["hardware.dtype=int8"], "hardware.dtype: 'int8' is not one of"),
-    (["data.splits=[train]"], "data.splits.0: 'train' is not one of"),
+    (["data.splits=[train]"], "data.splits: split 'train' is not in data.split_files"),  # any key of it
+    (["eval.report_split=heldout"], "eval.report_split: split 'heldout' is not in data.split_files"),
     (["data.rephrase.prompt=no placeholder"], "data.rephrase.prompt"),
     (["model.family=gpt2"], "model.family: 'gpt2' is not one of"),
     (["+rome.foo=1"], "rome.foo: unknown key"),  # every fixed group is closed (conf/schema.json)

@@ -23,14 +23,14 @@ from robustedit.errors import ConfigError, DataIntegrityError, RecordError  # no
 from robustedit.eren.encoder import HashEncoder  # noqa: E402
 from robustedit.eren.reader import StubReader, TimedReader  # noqa: E402
 from robustedit.manifest import DataStore  # noqa: E402
-from robustedit.stages import stage_hash  # noqa: E402
+from robustedit.stages import per_split, stage_hash  # noqa: E402
 
 EREN_STAGES = ("eren_index", "eren_eval", "eren_scaling", "eren_suite")
 
 
 def hashes(*overrides):
     cfg = compose(list(overrides))
-    return {s: stage_hash(cfg, s) for s in EREN_STAGES}
+    return {s: stage_hash(cfg, s, "valid" if per_split(s) else None) for s in EREN_STAGES}  # the suite: per split
 
 
 def changed(*overrides):
@@ -57,7 +57,7 @@ def test_eren_stage_hash_examples():
 def test_every_model_and_hardware_composes_with_eren(model, hardware):
     cfg = compose([f"model={model}", f"hardware={hardware}"])
     assert cfg["eren"]["reader"] == "smollm2-135m" and cfg["eren"]["n_records"] >= 1
-    assert str(stage_dir(cfg, "eren_suite")).startswith(f"results/{model}/eren_suite/")
+    assert str(stage_dir(cfg, "eren_suite", "valid")).startswith(f"results/{model}/eren_suite/")
 
 
 @pytest.mark.parametrize("override,message", [
@@ -131,7 +131,7 @@ def case(cid, subject, target):
 
 
 def write_cases(cfg, cases):
-    path = stage_dir(cfg, "cases") / "valid.jsonl"
+    path = stage_dir(cfg, "cases", "valid") / "valid.jsonl"
     path.parent.mkdir(parents=True)
     path.write_text("".join(json.dumps(c) + "\n" for c in cases))
 

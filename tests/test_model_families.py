@@ -115,7 +115,7 @@ def test_shipped_configs_compose(common, name, hardware):
     assert arch.family.hf_class == hf_class and arch.name("down_proj", layer) == f"model.layers.{layer}.mlp.down_proj"
     assert model["source"]["kind"] == "hub" and re.fullmatch("[0-9a-f]{40}", model["source"]["revision"])
     assert cfg["data"]["split_files"]["test"].endswith("_llama2-7b.json")
-    assert str(common.stage_dir(cfg, "rome")).startswith(f"results/{name}/rome/")
+    assert str(common.stage_dir(cfg, "rome", "valid")).startswith(f"results/{name}/rome/")
 
 
 # ---------------------------------------------------------------- loading

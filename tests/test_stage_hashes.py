@@ -18,16 +18,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from common import compose, stage_dir
+from common import compose, stage_dir, with_split
 
 from conftest import REPO, model_dir
 from robustedit.errors import ConfigError
 from robustedit.manifest import DataStore, only_files, sha256_file
 from robustedit.rome.hparams import ROMEHyperParams
-from robustedit.stages import (ALWAYS_READABLE, NOT_HASHED, OPTIONAL, READ_BY_NO_STAGE, STAGES, StageReadError,
-                               data_files, hashed_keys, leaves, stage_config, stage_hash, stage_reads, stage_view)
+from robustedit.stages import (ALWAYS_READABLE, NOT_HASHED, OPTIONAL, READ_BY_NO_STAGE, SPLIT_FILES, STAGES,
+                               StageReadError, data_files, hashed_keys, leaves, per_split, stage_config, stage_hash,
+                               stage_reads, stage_view)
 
-BASE = compose([])
+BASE = compose(["job.split=valid"])  # per-split stages: the valid split's directories (others: tests/test_user_data.py)
 MANIFEST = json.loads((REPO / "resources" / "data" / "MANIFEST.json").read_text())
 FILE_PREFIXES = sorted({p for s in STAGES.values() for p in s.data_files})
 EDIT_MODELS = sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml")
@@ -38,12 +39,16 @@ def under(key: str, prefixes) -> bool:
     return any(key == p or key.startswith(p + ".") for p in prefixes)
 
 
-def hashed_by(key: str) -> set[str]:
-    """The stages whose directory must change with `key`: it is under their (or an input's) reads."""
-    return {s for s in STAGES if under(key, stage_reads(s)) and not under(key, NOT_HASHED)}
+def hashed_by(key: str, split: str = BASE["job"]["split"]) -> set[str]:
+    """The stages whose directory must change with `key`: it is under their (or an input's) reads; of
+    data.split_files, a per-split stage's directory (of `split`, BASE's valid) reads only its split's entry."""
+    other_split = under(key, [SPLIT_FILES]) and not under(key, [f"{SPLIT_FILES}.{split}"])
+    return {s for s in STAGES if under(key, stage_reads(s)) and not under(key, NOT_HASHED)
+            and not (other_split and per_split(s))}
 
 
 def changed(cfg: dict) -> set[str]:
+    cfg = cfg if cfg["job"]["split"] else with_split(cfg, BASE["job"]["split"])
     return {s for s in STAGES if stage_hash(cfg, s) != stage_hash(BASE, s)}
 
 
@@ -76,7 +81,8 @@ def with_leaf(cfg: dict, key: str, value) -> dict:
 
 # ------------------------------------------------------------------------------------------ every key
 
-@pytest.mark.parametrize("key", [k for k in leaves(BASE, "") if k != "paths.data"])  # paths.data: below
+# paths.data: below; job.split names which split's directory a per-split stage means (tests/test_user_data.py)
+@pytest.mark.parametrize("key", [k for k in leaves(BASE, "") if k not in ("paths.data", "job.split")])
 def test_a_key_changes_exactly_the_stages_that_read_it(key):
     cfg = with_leaf(BASE, key, perturbed(key, leaves(BASE, "")[key]))
     assert changed(cfg) == hashed_by(key), key
@@ -85,7 +91,7 @@ def test_a_key_changes_exactly_the_stages_that_read_it(key):
 @pytest.mark.parametrize("model", EDIT_MODELS)
 def test_every_key_is_hashed_speed_only_or_read_by_no_stage(model):
     """A new key is hashed where its group is read; elsewhere this fails until someone decides."""
-    unclassified = [k for k in leaves(compose([f"model={model}"]), "") if not hashed_by(k)
+    unclassified = [k for k in leaves(compose([f"model={model}"]), "") if not hashed_by(k, k.split(".")[-1])
                     and not under(k, [*NOT_HASHED, *READ_BY_NO_STAGE, *ALWAYS_READABLE])]
     assert unclassified == []
 
@@ -106,7 +112,7 @@ def test_speed_only_and_job_keys_change_no_directory():
     cfg = compose(["hardware.threads=3", "hardware.batch_size=3", "stats.batch_tokens=99", "stats.checkpoint_every=7",
                    "stats.checkpoint_minutes=0.5", "rome.batch_cases=1", "rep.train.key_batch_rows=5",
                    "eren.encoder_batch_size=8", "eren.faiss_device=gpu", "data.splits=[valid]",
-                   "job.split=test", "++job.fresh=true", "paths.results=elsewhere", "paths.models=other"])
+                   "job.split=valid", "++job.fresh=true", "paths.results=elsewhere", "paths.models=other"])
     assert changed(cfg) == set()
 
 
@@ -233,7 +239,7 @@ TINY = ["data.splits=[valid]", "data.max_cases=2", "data.filter.enabled=false", 
         "analysis.n_random_pairs=3", "analysis.scan.tokens=300", "analysis.scan.window_words=30", "eren.n_records=1",
         "eren.methods=[unedited]", "eren.scaling.sizes=[20,50]", "eren.scaling.max_queries=5",
         "eren.scaling.n_latency=2", "eren.scaling.reader_queries=1", "eren.suite.n_cases=1",
-        "eren.suite.groups=[success,locality]"]
+        "eren.suite.groups=[success,locality]", "job.split=valid"]  # per-split directories: the valid split's
 # (stage, script, job overrides) in dependency order: every stage with a directory
 JOBS = [("cases", "build_cases", ["job.split=valid"]), ("stats", "compute_stats", []),
         ("templates", "make_templates", []), ("rome", "rome_edits", ["job.split=valid"]),

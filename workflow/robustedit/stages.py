@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ConfigError
+from .manifest import sha256_user_file, user_path
 
 HASH_LEN = 10  # hex characters; collisions among a user's runs are negligible
 
@@ -45,7 +46,8 @@ READS_NOTES = ("eren.reader", "eren.k", "hardware.device", "hardware.dtype", "ha
 STAGES: dict[str, Stage] = {
     # the converted weights (scripts/prepare_model.py; resources/models/<name>, not a hashed directory)
     "model": Stage(("model.name", "model.source", "model.rope_theta")),
-    # the robustness cases: the whole data group (data.splits only selects jobs: NOT_HASHED)
+    # the robustness cases: the whole data group (data.splits only selects jobs: NOT_HASHED), of data.split_files
+    # only the job's own split (per_split below)
     "cases": Stage(("seed", "data", *LOADS_MODEL, *BATCHES), ("model",),
                    ("data.split_files", "data.pool_file", "data.patil_file", "data.long_context.local_files")),
     # ROME's second moment at the edit layer, accumulated in hardware.linalg_dtype
@@ -127,6 +129,41 @@ READ_BY_NO_STAGE: dict[str, str] = {
 }
 
 
+# Splits. A stage that consumes the cases (or builds them) writes one set of <split>.* files per split, and
+# each split has its own directory: of data.split_files its hash covers only the job's split, by the name and
+# the sha256 of its file (not its path: a moved identical file keeps its directories), so adding a split or
+# editing another split's file never moves a split's directories. Every other data key is hashed as before.
+SPLIT_FILES = "data.split_files"
+# Config subtrees whose files may be the user's own, named by path outside paths.data (manifest.user_path):
+# hashed by the sha256 of their content, computed instead of looked up in MANIFEST.json
+USER_FILE_KEYS = (SPLIT_FILES,)
+
+
+def per_split(stage: str) -> bool:
+    """Whether the stage has one directory per split: it (or a stage it consumes) reads data.split_files."""
+    return any(_under(SPLIT_FILES, STAGES[s].reads) for s in _closure(stage))
+
+
+def split_of(cfg: Mapping[str, Any], stage: str, split: str | None = None) -> str | None:
+    """The split whose directory of `stage` is meant: `split`, else the config's job.split; None for a stage
+    that is not per split. An unset split or one data.split_files lacks is a ConfigError naming it."""
+    if not per_split(stage):
+        return None
+    if split is None:
+        split = lookup(cfg, "job.split") if _has(cfg, "job.split") else None
+    if split is None:
+        raise ConfigError(f"stage {stage!r} has one directory per split: name the split (job.split)")
+    known = dict(_raw_items(lookup(cfg, SPLIT_FILES)))
+    if split not in known:
+        raise ConfigError(f"split {split!r} is not in data.split_files (has: {', '.join(sorted(known))})")
+    return split
+
+
+def _other_split(key: str, split: str | None) -> bool:
+    """Whether `key` is another split's entry of data.split_files (hashed by that split's directories only)."""
+    return _under(key, [SPLIT_FILES]) and split is not None and not _under(key, [f"{SPLIT_FILES}.{split}"])
+
+
 class StageReadError(ConfigError):
     """A stage's code read a config key that its directory hash does not cover."""
 
@@ -183,14 +220,18 @@ def leaves(node: Any, path: str) -> dict[str, Any]:
     return out
 
 
-def hashed_keys(cfg: Mapping[str, Any], stage: str) -> dict[str, Any]:
-    """Every leaf under the stage's reads (and its inputs'), minus NOT_HASHED."""
+def hashed_keys(cfg: Mapping[str, Any], stage: str, split: str | None = None) -> dict[str, Any]:
+    """Every leaf under the stage's reads (and its inputs'), minus NOT_HASHED; of data.split_files only the
+    split's own entry, and that only when it names no file (the pool's null: a file is hashed by content in
+    data_digests, under the same key)."""
+    split = split_of(cfg, stage, split)
     found: dict[str, Any] = {}
     for prefix in stage_reads(stage):
         if prefix in OPTIONAL and not _has(cfg, prefix):
             continue
         found.update(leaves(lookup(cfg, prefix), prefix))
-    return {k: v for k, v in sorted(found.items()) if not _under(k, NOT_HASHED)}
+    return {k: v for k, v in sorted(found.items()) if not _under(k, NOT_HASHED) and not _other_split(k, split)
+            and not (_under(k, [SPLIT_FILES]) and v is not None)}
 
 
 @functools.lru_cache(maxsize=32)
@@ -205,36 +246,60 @@ def manifest_of(data_root: str) -> dict:
     return _manifest(str(path.resolve()), path.stat().st_mtime_ns)
 
 
-def data_files(cfg: Mapping[str, Any], stage: str) -> dict[str, str]:
-    """Dotted key (list items get [i]) -> the file it names under paths.data, for the stage and its inputs."""
+def data_files(cfg: Mapping[str, Any], stage: str, split: str | None = None) -> dict[str, str]:
+    """Dotted key (list items get [i]) -> the file it names (under paths.data, or a user file: USER_FILE_KEYS),
+    for the stage and its inputs; of data.split_files only the split's own."""
+    split = split_of(cfg, stage, split)
     out: dict[str, str] = {}
     for prefix in sorted({d for s in _closure(stage) for d in STAGES[s].data_files}):
         for key, value in leaves(lookup(cfg, prefix), prefix).items():
+            if _other_split(key, split):
+                continue
             names = value if isinstance(value, list) else [value]
             out.update({(f"{key}[{i}]" if isinstance(value, list) else key): n
                         for i, n in enumerate(names) if n is not None})
     return out
 
 
-def data_digests(cfg: Mapping[str, Any], stage: str) -> dict[str, str]:
-    """Dotted key -> sha256 of the data file it names, from paths.data's MANIFEST.json (content, not path)."""
+def user_files(cfg: Mapping[str, Any], stage: str, split: str | None = None) -> dict[str, Path]:
+    """Dotted key -> resolved path of each user data file (named by path outside paths.data) the stage reads."""
     root = lookup(cfg, "paths.data")
     manifest = manifest_of(root)
     out = {}
-    for key, rel in data_files(cfg, stage).items():
-        if rel not in manifest:
-            raise ConfigError(f"{key}={rel!r} is not listed in {Path(root) / 'MANIFEST.json'}")
-        out[key] = manifest[rel]["sha256"]
+    for key, rel in data_files(cfg, stage, split).items():
+        if rel in manifest:
+            continue
+        path = user_path(root, rel) if _under(key, USER_FILE_KEYS) else None
+        if path is None:
+            own = _under(key, USER_FILE_KEYS)
+            inside = (Path(root) / rel).is_file() or (Path(rel).expanduser().is_file() and own)
+            hint = ("" if not (inside or own) else
+                    f": a file inside paths.data must be listed there with its sha256 and size" +
+                    (f" (or keep your own file outside {root} and name it by path)" if own else "") if inside else
+                    ", nor an existing file outside paths.data (a path, absolute or relative to the working "
+                    "directory)")
+            raise ConfigError(f"{key}={rel!r} is not listed in {Path(root) / 'MANIFEST.json'}{hint}")
+        out[key] = path
     return out
 
 
-def stage_config(cfg: Mapping[str, Any], stage: str) -> dict[str, Any]:
-    """What names a stage's directory: its hashed config leaves and the sha256 of its data files."""
-    return {"keys": hashed_keys(cfg, stage), "data": data_digests(cfg, stage)}
+def data_digests(cfg: Mapping[str, Any], stage: str, split: str | None = None) -> dict[str, str]:
+    """Dotted key -> sha256 of the data file it names (content, not path): from paths.data's MANIFEST.json,
+    or computed for a user file."""
+    manifest = manifest_of(lookup(cfg, "paths.data"))
+    users = user_files(cfg, stage, split)
+    return {key: sha256_user_file(users[key]) if key in users else manifest[rel]["sha256"]
+            for key, rel in data_files(cfg, stage, split).items()}
 
 
-def stage_hash(cfg: Mapping[str, Any], stage: str) -> str:
-    blob = json.dumps(stage_config(cfg, stage), sort_keys=True, separators=(",", ":"), default=str)
+def stage_config(cfg: Mapping[str, Any], stage: str, split: str | None = None) -> dict[str, Any]:
+    """What names a stage's directory: its hashed config leaves and the sha256 of its data files (for a
+    per-split stage, of `split` or job.split: see per_split)."""
+    return {"keys": hashed_keys(cfg, stage, split), "data": data_digests(cfg, stage, split)}
+
+
+def stage_hash(cfg: Mapping[str, Any], stage: str, split: str | None = None) -> str:
+    blob = json.dumps(stage_config(cfg, stage, split), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:HASH_LEN]
 
 
