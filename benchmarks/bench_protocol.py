@@ -58,7 +58,7 @@ def requests_of(cases):
 def load_run(overrides, split: str, n_cases: int):
     """The artifacts of the run named by `overrides`: config, first n cases, templates, C, model, ROME settings."""
     cfg = compose(overrides)
-    cases = read_jsonl(stage_dir(cfg, "cases") / f"{split}.jsonl")[:n_cases]
+    cases = read_jsonl(stage_dir(cfg, "cases", split) / f"{split}.jsonl")[:n_cases]
     templates = read_json(stage_dir(cfg, "templates") / "templates.json")
     solver = MomentSolver(torch.load(stage_dir(cfg, "stats") / "mom2.pt", weights_only=True)["moment"])
     lm = load_model(model_dir(cfg), cfg["model"], "cpu", cfg["hardware"]["dtype"])

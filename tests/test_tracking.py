@@ -133,7 +133,7 @@ def test_wandb_log_script_logs_each_run(tmp_path):
     overrides = [f"paths.results={tmp_path}/results", "eval.report_split=test"]
     cfg = compose(overrides)
     for stage, method, unedited in (("eval_rome", "ROME", True), ("eval_rep", "ROME+REP", False)):
-        path = stage_dir(cfg, stage) / "test.summary.json"
+        path = stage_dir(cfg, stage, "test") / "test.summary.json"
         path.parent.mkdir(parents=True)
         path.write_text(json.dumps(summary("smollm2-135m", method, 75.0, unedited)))
     table = tmp_path / "table1.csv"
