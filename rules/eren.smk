@@ -3,11 +3,20 @@
 # eren_index, eren_eval and eren_scaling do not read the edit model, so runs that differ only in the model
 # share their hash: each distinct stage directory is planned once, under the first such run's model.
 
-EREN_DATASETS = ("cfh", "fever")
+import re
+
 EREN_NOTEBOOK_FILES = ("index.faiss", "notes.json", "meta.json")
 
 
 EREN_EVAL_CFGS = _one_run_per_hash("eren_eval")
+# The data sets are eren.data's names (cfh and fever by default; any other `eren.data.<name>: <file>` or
+# {file, kind} adds one): eren_index writes one notebook per name, eren_eval runs once per name. The index
+# rule declares its notebooks, so every run names the same data sets (their files and kinds may differ).
+EREN_DATASETS = list(CFGS[0]["eren"]["data"])
+for _cfg, _run in zip(CFGS, RUNS):
+    if list(_cfg["eren"]["data"]) != EREN_DATASETS:
+        raise ConfigError(f"run {shlex.join(_run)!r}: eren.data names the data sets {list(_cfg['eren']['data'])}, "
+                          f"the first run {EREN_DATASETS}; EREN's rules need the same names in every run")
 EREN_SCALING_CFGS = _one_run_per_hash("eren_scaling")
 EREN_TABLES = [f"{RESULTS}/tables/eren.csv", f"{RESULTS}/tables/eren_scaling.csv", f"{RESULTS}/figures/eren_scaling.png"]
 # Table 1's EREN row per run: the suite on eval.report_split (the path table1 reads)
@@ -16,7 +25,7 @@ EREN_TARGETS = [*EREN_TABLES, *EREN_SUITE_SUMMARIES]
 
 
 wildcard_constraints:
-    eren_dataset="|".join(EREN_DATASETS),
+    eren_dataset="|".join(re.escape(d) for d in EREN_DATASETS),
 
 
 rule eren_index:

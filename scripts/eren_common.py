@@ -65,25 +65,54 @@ def load_reader_from(cfg: dict):
                                    batch_size=hw["batch_size"], progress=True))
 
 
+def datasets(cfg: dict) -> dict[str, tuple[str, str]]:
+    """name -> (file, kind) of every configured data set (eren.data, in config order)."""
+    from robustedit.eren.data import dataset_spec
+
+    return {name: dataset_spec(name, value) for name, value in cfg["eren"]["data"].items()}
+
+
+def load_dataset(cfg: dict, store, dataset: str):
+    """(kind, records) of a configured data set; fact_check: (edits, checks), the halves of the file."""
+    from robustedit.eren.data import load_fever, load_qa
+
+    specs = datasets(cfg)
+    if dataset not in specs:
+        raise ConfigError(f"job.dataset={dataset!r} is not an EREN data set; use one of {sorted(specs)}")
+    file, kind = specs[dataset]
+    # a file of paths.data (sha256-checked against its MANIFEST.json) or a user file named by its path
+    path = store.path(file)
+    return kind, (load_qa(path) if kind == "qa" else load_fever(path))
+
+
+def notebook_statements(cfg: dict, store) -> dict[str, list[str]]:
+    """Every edit statement of each configured data set (fact_check: the edit half of the file)."""
+    from robustedit.eren.data import edit_statements
+
+    out = {}
+    for name in datasets(cfg):
+        kind, records = load_dataset(cfg, store, name)
+        out[name] = edit_statements(records if kind == "qa" else records[0])
+    return out
+
+
 def dataset_items(cfg: dict, store, dataset: str) -> tuple[str, list[dict], list[str], dict]:
     """(task, evaluation items, every edit statement of the data set, counts) for eren_eval.
 
-    The items come from the seeded subsample of eren.n_records records (FEVER: edit and check records
+    The items come from the seeded subsample of eren.n_records records (fact_check: edit and check records
     alike, as robustedit.eren.evaluate.run_fever); the statements are all of the data set's edits.
     """
-    from robustedit.eren.data import edit_statements, load_counterfact_hard, load_fever, subsample
-    from robustedit.eren.evaluate import counterfact_hard_items, fever_items
+    from robustedit.eren.data import TASKS, edit_statements, subsample
+    from robustedit.eren.evaluate import fever_items, qa_items
 
     n, seed = cfg["eren"]["n_records"], cfg["seed"]
-    if dataset == "cfh":
-        records = load_counterfact_hard(store.path(cfg["eren"]["data"]["cfh"]))
+    kind, records = load_dataset(cfg, store, dataset)
+    if kind == "qa":
         chosen = subsample(records, n, seed)
-        return "qa", counterfact_hard_items(chosen), edit_statements(records), {
+        return TASKS[kind], qa_items(chosen), edit_statements(records), {
             "n_records": len(records), "n_records_evaluated": len(chosen)}
-    if dataset == "fever":
-        edits, checks = load_fever(store.path(cfg["eren"]["data"]["fever"]))
-        chosen_e = subsample(edits, n, seed, "eren_fever_edits")
-        chosen_c = subsample(checks, n, seed, "eren_fever_checks")
-        return "nli", fever_items(chosen_e, chosen_c), edit_statements(edits), {
-            "n_records": len(edits), "n_records_evaluated": len(chosen_e), "n_checks_evaluated": len(chosen_c)}
-    raise ConfigError(f"job.dataset={dataset!r} is not an EREN data set; use one of {sorted(cfg['eren']['data'])}")
+    edits, checks = records
+    chosen_e = subsample(edits, n, seed, "eren_fever_edits")
+    chosen_c = subsample(checks, n, seed, "eren_fever_checks")
+    return TASKS[kind], fever_items(chosen_e, chosen_c), edit_statements(edits), {
+        "n_records": len(edits), "n_records_evaluated": len(chosen_e), "n_checks_evaluated": len(chosen_c)}

@@ -1,6 +1,7 @@
 """Stage `eren_eval`: ES / BP / EQ of EREN, the one-step baseline and the unedited reader on one data set.
 
     python scripts/eren_eval.py job.dataset=cfh      # CounterFact-Hard (QA);  job.dataset=fever: FEVER
+    (or any name of eren.data: a QA set in EREN's format, or a fact-check set)
 The notebook (stage eren_index) holds every edit of the data set; the questions of a seeded subsample of
 eren.n_records records are asked (null = all). Writes <stage dir>/<dataset>.items.jsonl (one record per
 method and item: input, outputs of both steps, retrieved notes, scores) and <dataset>.summary.json
@@ -58,7 +59,8 @@ def main(cfg: dict, out_dir: Path) -> None:
     write_jsonl(out_dir / f"{dataset}.items.jsonl", records)
     write_json(out_dir / f"{dataset}.summary.json", summary)
     for method, s in summary["methods"].items():
-        print(f"[eren_eval] {dataset} {method}: ES {s['ES']}, BP {s['BP']}, EQ {s['EQ']}", flush=True)
+        bp, eq = ("n/a", "n/a") if s["n_out_of_scope"] == 0 else (s["BP"], s["EQ"])
+        print(f"[eren_eval] {dataset} {method}: ES {s['ES']}, BP {bp}, EQ {eq}", flush=True)
     t = summary["timing"]
     print(f"[eren_eval] {t['generations']} generations for {t['n_distinct_queries']} queries in {t['seconds']:.0f} s",
           flush=True)

@@ -2,8 +2,8 @@
 
     python scripts/eren_index.py
 Writes <stage dir>/<dataset>/{index.faiss, notes.json, meta.json} (robustedit.eren.notebook.Notebook.save,
-atomic) for cfh (all 1,024 CounterFact-Hard edit statements) and fever (the 1,024 FEVER edit statements),
-and index.json with the counts and encoding times.
+atomic) for every data set of eren.data (by default cfh: all 1,024 CounterFact-Hard edit statements, and
+fever: the 1,024 FEVER edit statements), and index.json with the counts and encoding times.
 """
 from __future__ import annotations
 
@@ -11,20 +11,11 @@ import time
 from pathlib import Path
 
 from common import stage_app
-from eren_common import load_encoder_from
+from eren_common import load_encoder_from, notebook_statements
 
-from robustedit.eren.data import edit_statements, load_counterfact_hard, load_fever
 from robustedit.eren.notebook import Notebook
 from robustedit.io import write_json
 from robustedit.manifest import DataStore
-
-
-def notebook_statements(cfg: dict, store: DataStore) -> dict[str, list[str]]:
-    """Every edit statement of each data set (FEVER: the edit half of the file)."""
-    data = cfg["eren"]["data"]
-    edits, _ = load_fever(store.path(data["fever"]))
-    return {"cfh": edit_statements(load_counterfact_hard(store.path(data["cfh"]))),
-            "fever": edit_statements(edits)}
 
 
 def build_notebook(encoder, kind: str, statements: list[str], folder: Path) -> dict:

@@ -2,8 +2,9 @@
 
     python scripts/make_eren_table.py --out-csv results/tables/eren.csv --out-md results/tables/eren.md \
         results/<model>/eren_eval/<hash>/cfh.summary.json results/<model>/eren_eval/<hash>/fever.summary.json
-One row per (reader, data set, method) and evaluated subsample; the paper's EREN numbers (FLAN-T5-XL reader,
-Contriever retriever) are given beside the EREN rows.
+One row per (reader, data set, method) and evaluated subsample, for every data set whose summary is given
+(eren.data's names); the paper's EREN numbers (FLAN-T5-XL reader, Contriever retriever) are given beside the
+EREN rows of cfh and fever only. A data set without out-of-scope questions has no BP (nor EQ): "n/a".
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ DATASET_NAMES = {"cfh": "CounterFact-Hard (QA)", "fever": "FEVER"}
 METHOD_NAMES = {"eren": "EREN", "one_step": "one-step MRC", "unedited": "unedited reader"}
 # EREN paper, Table 3 (ES, BP, EQ of EREN with FLAN-T5-XL); other rows have no reference here.
 PAPER = {("cfh", "eren"): (96.9, 96.8, 96.9), ("fever", "eren"): (81.5, 79.6, 80.5)}
+NA = "n/a"
 COLUMNS = ["reader", "dataset", "method", "ES", "BP", "EQ", "paper_ES", "paper_BP", "paper_EQ", "n_notes",
            "n_records_evaluated", "n_in_scope", "n_out_of_scope", "fallback_in_scope", "fallback_out_of_scope",
            "own_note_retrieved_in_scope", "encoder", "index", "k"]
@@ -35,8 +37,10 @@ def rows_from(summary: dict) -> list[dict]:
     rows = []
     for method, s in summary["methods"].items():
         paper = PAPER.get((summary["dataset"], method), (None, None, None))
+        no_bp = s["n_out_of_scope"] == 0  # nothing to preserve was asked: BP (and EQ) undefined, not 0
         rows.append({"reader": summary["reader"], "dataset": DATASET_NAMES.get(summary["dataset"], summary["dataset"]),
-                     "method": METHOD_NAMES.get(method, method), "ES": s["ES"], "BP": s["BP"], "EQ": s["EQ"],
+                     "method": METHOD_NAMES.get(method, method), "ES": s["ES"],
+                     "BP": NA if no_bp else s["BP"], "EQ": NA if no_bp else s["EQ"],
                      "paper_ES": paper[0], "paper_BP": paper[1], "paper_EQ": paper[2], "n_notes": summary["n_notes"],
                      "n_records_evaluated": summary["n_records_evaluated"], "n_in_scope": s["n_in_scope"],
                      "n_out_of_scope": s["n_out_of_scope"], "fallback_in_scope": s["fallback_rate_in_scope"],

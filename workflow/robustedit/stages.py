@@ -136,7 +136,7 @@ READ_BY_NO_STAGE: dict[str, str] = {
 SPLIT_FILES = "data.split_files"
 # Config subtrees whose files may be the user's own, named by path outside paths.data (manifest.user_path):
 # hashed by the sha256 of their content, computed instead of looked up in MANIFEST.json
-USER_FILE_KEYS = (SPLIT_FILES,)
+USER_FILE_KEYS = (SPLIT_FILES, "eren.data")
 
 
 def per_split(stage: str) -> bool:
@@ -254,6 +254,8 @@ def data_files(cfg: Mapping[str, Any], stage: str, split: str | None = None) -> 
     for prefix in sorted({d for s in _closure(stage) for d in STAGES[s].data_files}):
         for key, value in leaves(lookup(cfg, prefix), prefix).items():
             if _other_split(key, split):
+                continue
+            if key.endswith(".kind") and _under(key, ["eren.data"]):  # {file, kind}: the kind names no file
                 continue
             names = value if isinstance(value, list) else [value]
             out.update({(f"{key}[{i}]" if isinstance(value, list) else key): n

@@ -57,6 +57,12 @@ def summarize(items: Sequence[dict]) -> dict:
     return summary
 
 
+def _own_notes(item: dict) -> list:
+    """The item's own notes: one cleaned statement, or several (a record with a list of statements)."""
+    own = item["own_note"]
+    return own if isinstance(own, list) else [own]
+
+
 def evaluate_items(items: list[dict], editor: ErenEditor, unedited: ErenEditor | None,
                    correct: Callable[[str, str], bool], unchanged: Callable[[str, str], bool],
                    closed_book: Mapping[str, str] | None = None) -> EvalResult:
@@ -82,7 +88,7 @@ def evaluate_items(items: list[dict], editor: ErenEditor, unedited: ErenEditor |
     for it, ans in zip(items, answers):
         rec = {**it, "output": ans.output, "step": ans.step, "step1_output": ans.step1_output,
                "note_ids": ans.note_ids, "unedited_output": base[it["input"]],
-               "own_note_retrieved": any(notes[i] == it["own_note"] for i in ans.note_ids)}
+               "own_note_retrieved": any(notes[i] in _own_notes(it) for i in ans.note_ids)}
         if it["in_scope"]:
             rec["correct"] = correct(ans.output, it["gold"])
             rec["correct_unedited"] = correct(rec["unedited_output"], it["gold"])
@@ -104,6 +110,32 @@ def counterfact_hard_items(records: Sequence[dict]) -> list[dict]:
                           "true_answer": rec["edit_scope_true_ans"][j], "own_note": own})
         for group in ("neighbor_subj", "same_subj"):
             for q in rec["unrelated"][group]:
+                items.append({"id": rec["id"], "group": group, "in_scope": False, "input": q, "own_note": own})
+    return items
+
+
+def qa_items(records: Sequence[dict]) -> list[dict]:
+    """Items of QA records in EREN's format (robustedit.eren.data.check_qa): in-scope the edit_scope
+    questions (gold = the new answer or its aliases; true_answer when given), out-of-scope the unrelated
+    questions by group (a plain list: group "unrelated"). own_note: the cleaned statement, or the list of
+    them when edit_statement is a list (own_note_retrieved: any of them retrieved). On CounterFact-Hard
+    records the same items as counterfact_hard_items."""
+    items = []
+    for rec in records:
+        stmt = rec["edit_statement"]
+        where = f"record id {rec['id']}"
+        own = ([clean_statement(s, f"{where} edit_statement[{j}]") for j, s in enumerate(stmt)]
+               if isinstance(stmt, list) else clean_statement(stmt, where))
+        true = rec.get("edit_scope_true_ans")
+        for j, (q, a) in enumerate(rec["edit_scope"]):
+            item = {"id": rec["id"], "group": "edit_scope", "in_scope": True, "input": q, "gold": a}
+            if true is not None:
+                item["true_answer"] = true[j]
+            items.append({**item, "own_note": own})
+        unrelated = rec.get("unrelated") or {}
+        groups = unrelated.items() if isinstance(unrelated, dict) else [("unrelated", unrelated)]
+        for group, questions in groups:
+            for q in questions:
                 items.append({"id": rec["id"], "group": group, "in_scope": False, "input": q, "own_note": own})
     return items
 
