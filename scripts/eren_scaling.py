@@ -30,7 +30,8 @@ def reader_part(cfg: dict, encoder, reader_loader: Callable, cases: list[dict], 
         return {"skipped": "eren.scaling.reader_queries=0: retrieval only"}, []
     reader = reader_loader()
     out = reader_vs_size(encoder, reader, cases, encoded, sizes, n, cfg["eren"]["k"])
-    return {"n_queries": n, "reader": cfg["eren"]["reader"], "rows": out["rows"], "timing": reader.stats()}, out["items"]
+    summary = {"n_queries": n, "reader": cfg["eren"]["reader"], "rows": out["rows"], "timing": reader.stats()}
+    return summary, out["items"]
 
 
 def run_scaling(cfg: dict, encoder, reader_loader: Callable) -> tuple[dict, list[dict]]:

@@ -27,8 +27,8 @@ REP = {"case_id": 5, "prompt": "The mother tongue of Danielle Darrieux is", "sub
 
 
 def test_join_case_takes_template_and_neighbours_from_pool():
-    case = join_case(REP, pool_index(POOL, "pool.json"), {"The mother tongue of Danielle Darrieux is French": ["x ", " "]},
-                     "valid", "rep.json", 0)
+    patil = {"The mother tongue of Danielle Darrieux is French": ["x ", " "]}
+    case = join_case(REP, pool_index(POOL, "pool.json"), patil, "valid", "rep.json", 0)
     assert case["prompt_template"] == "The mother tongue of {} is"
     assert case["neighborhood_prompts"] == ["n1"] and case["patil_prompts"] == ["x"]  # stripped, empty dropped
     assert case["locality_ground_truth"] == "French"

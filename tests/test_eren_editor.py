@@ -100,7 +100,8 @@ def test_nli_prompts_options_and_fallback():
     p = ed.step1_prompt(claim, ["Aerosvit Airlines was founded in Paris"])
     assert p == ('Aerosvit Airlines was founded in Paris.\n\nCan we conclude that "Aerosvit Airlines was founded in '
                  'Kyiv."?\n\nOPTIONS:\n- Yes\n- It\'s impossible to say\n- No')
-    assert ed.closed_book_prompt(claim) == "Is it true that Aerosvit Airlines was founded in Kyiv?\n\nOPTIONS:\n- yes\n- no"
+    assert ed.closed_book_prompt(claim) == ("Is it true that Aerosvit Airlines was founded in Kyiv?"
+                                            "\n\nOPTIONS:\n- yes\n- no")
     ans = ed.answer([claim])[0]
     assert (ans.step1_output, ans.output, ans.step) == ("It's impossible to say.", "yes", 2)
     assert tokens == [10, 10]  # EREN: 10 new tokens when options are listed
@@ -145,6 +146,7 @@ def test_chat_reader_batched_equals_unbatched_and_leaves_tokenizer_alone(tiny_ll
     chat = ChatReader(tiny_llama_model, llama_tok)
     assert chat.use_chat_template  # SmolLM2's tokenizer has one
     assert chat.format("Hi").endswith("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
-    assert chat.generate(prompts[:2], max_new_tokens=3) == [chat.generate([p], max_new_tokens=3)[0] for p in prompts[:2]]
+    one_by_one = [chat.generate([p], max_new_tokens=3)[0] for p in prompts[:2]]
+    assert chat.generate(prompts[:2], max_new_tokens=3) == one_by_one
     with pytest.raises(ConfigError):
         ChatReader(tiny_llama_model, llama_tok, batch_size=0)

@@ -128,7 +128,8 @@ def test_kl_prompt_is_a_configured_hashed_rome_hyperparameter():
 
 
 @pytest.mark.parametrize("override,key", [("+rome.foo=1", "rome.foo"), ("+data.max_case=2", "data.max_case"),
-                                          ("+rome.templates.n=2", "rome.templates.n"), ("+eval.metric=x", "eval.metric"),
+                                          ("+rome.templates.n=2", "rome.templates.n"),
+                                          ("+eval.metric=x", "eval.metric"),
                                           ("+hardware.cores=2", "hardware.cores"), ("+foo=1", "foo")])
 def test_unknown_keys_are_refused_when_composing(override, key):
     with pytest.raises(ConfigError, match=rf"\n  {re.escape(key)}: unknown key \("):
@@ -274,7 +275,8 @@ def small_data(folder: Path) -> None:
     for rel in manifest:
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)
         (folder / rel).symlink_to(src / rel)
-    cuts = {"eren/cfh_filtered.json": lambda r: r[:8], "eren/fever_filtered.json": lambda r: r[:4] + r[len(r) // 2:][:4]}
+    cuts = {"eren/cfh_filtered.json": lambda r: r[:8],
+            "eren/fever_filtered.json": lambda r: r[:4] + r[len(r) // 2:][:4]}
     for rel, cut in cuts.items():
         records = cut(json.loads((src / rel).read_text()))
         (folder / rel).unlink()

@@ -276,7 +276,7 @@ def user_files(cfg: Mapping[str, Any], stage: str, split: str | None = None) -> 
             own = _under(key, USER_FILE_KEYS)
             inside = (Path(root) / rel).is_file() or (Path(rel).expanduser().is_file() and own)
             hint = ("" if not (inside or own) else
-                    f": a file inside paths.data must be listed there with its sha256 and size" +
+                    ": a file inside paths.data must be listed there with its sha256 and size" +
                     (f" (or keep your own file outside {root} and name it by path)" if own else "") if inside else
                     ", nor an existing file outside paths.data (a path, absolute or relative to the working "
                     "directory)")

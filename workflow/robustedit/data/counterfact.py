@@ -80,9 +80,11 @@ def join_case(rep_rec: dict, pool: dict[int, dict], patil: dict[str, list[str]],
     if rw["subject"] != subject or rw["prompt"].format(subject) != prompt:
         raise RecordError(f"{where}: prompt/subject disagree with the pool ({rw['prompt']!r}, {rw['subject']!r})")
     if rw["target_true"]["str"] != vals["target_true"]:
-        raise RecordError(f"{where}: target_true {vals['target_true']!r} disagrees with the pool's {rw['target_true']['str']!r}")
+        raise RecordError(f"{where}: target_true {vals['target_true']!r} disagrees with the pool's "
+                          f"{rw['target_true']['str']!r}")
     rephrases = rep_rec.get("subject_rephrase")
-    if rephrases is not None and (not isinstance(rephrases, list) or not all(isinstance(s, str) and s.strip() for s in rephrases)):
+    well_formed = isinstance(rephrases, list) and all(isinstance(s, str) and s.strip() for s in rephrases)
+    if rephrases is not None and not well_formed:
         raise RecordError(f"{where}: subject_rephrase must be a list of non-empty strings")
     return {
         "case_id": cid,
