@@ -129,12 +129,20 @@ def write_stage_config(cfg: dict, stage: str, out_dir: Path, read: set[str]) -> 
                                                "read": sorted(read), **({"user_files": users} if users else {})})
 
 
+def data_file_guard(cfg: dict, stage: str):
+    """A context in which only the data files the stage's hash covers can be opened (a user file only with
+    the content that was hashed)."""
+    from robustedit.manifest import only_files
+
+    named = stage_config(cfg, stage)["data"]  # a user file must still hold this content when opened
+    users = {data_files(cfg, stage)[k]: named[k] for k in user_files(cfg, stage)}
+    return only_files(stage, data_files(cfg, stage).values(), users)
+
+
 def run_stage(stage: str, fn: Callable[[dict, Path], None], cfg: dict) -> Path:
     """Run a stage function on a validated config: `fn` gets the stage's view (robustedit.stages.stage_view:
     reading a key its hash does not cover raises) and may open only the data files its hash covers."""
     import torch
-
-    from robustedit.manifest import only_files
 
     threads = cfg["hardware"]["threads"]
     if threads:
@@ -142,9 +150,7 @@ def run_stage(stage: str, fn: Callable[[dict, Path], None], cfg: dict) -> Path:
     out_dir = stage_dir(cfg, stage)
     out_dir.mkdir(parents=True, exist_ok=True)
     start, read = time.time(), set()
-    named = stage_config(cfg, stage)["data"]  # a user file must still hold this content when opened
-    users = {data_files(cfg, stage)[k]: named[k] for k in user_files(cfg, stage)}
-    with only_files(stage, data_files(cfg, stage).values(), users):
+    with data_file_guard(cfg, stage):
         fn(stage_view(cfg, stage, read), out_dir)
     write_stage_config(cfg, stage, out_dir, read)
     print(f"[{stage}] done in {time.time() - start:.1f} s -> {out_dir}", flush=True)

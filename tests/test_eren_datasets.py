@@ -11,7 +11,7 @@ import pytest
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "scripts"))
-from common import compose, stage_dir  # noqa: E402
+from common import compose, data_file_guard, stage_dir  # noqa: E402
 
 import eren_eval  # noqa: E402
 import eren_index  # noqa: E402
@@ -19,9 +19,9 @@ import make_eren_table  # noqa: E402
 from robustedit.errors import ConfigError, RecordError  # noqa: E402
 from robustedit.eren.data import check_qa, dataset_spec, load_qa  # noqa: E402
 from robustedit.eren.encoder import HashEncoder  # noqa: E402
-from robustedit.eren.reader import StubReader, TimedReader  # noqa: E402
-from robustedit.manifest import DataStore, only_files, sha256_file  # noqa: E402
-from robustedit.stages import data_files, stage_config, stage_hash, stage_view  # noqa: E402
+from robustedit.manifest import DataStore, sha256_file  # noqa: E402
+from robustedit.stages import stage_config, stage_hash, stage_view  # noqa: E402
+from test_eren_pipeline import stub_reader  # noqa: E402  (answers from the first note it reads)
 
 RECORDS = [
     {"id": "q1", "edit_statement": ["Arthur's Magazine was started in 1844.", "First for Women was started in 1989."],
@@ -44,19 +44,6 @@ def write(path, records):
     return path
 
 
-def stub_reader():
-    """Answers from the first note when it reads notes (its last word), "unknown" closed-book."""
-    def answer(prompt):
-        if "\n\n" in prompt and not prompt.startswith(("Please answer", "Is it true")):
-            return prompt.split("\n\n")[1].split(".\n")[0].split()[-1]
-        return "unknown"
-    return TimedReader(StubReader(answer))
-
-
-from robustedit import stages  # noqa: E402
-
-BY_PATH = pytest.mark.skipif(not hasattr(stages, "user_files"),
-                             reason="user data files named by path (robustedit.stages.user_files) not available")
 
 
 def data_folder(tmp_path, extra: dict) -> str:
@@ -93,17 +80,11 @@ def only_mine(tmp_path, records, where="path"):
 
 def run_stage(cfg, stage, fn):
     """fn(stage's view of cfg) as scripts/common.py runs a stage: only the hashed keys and data files."""
-    if hasattr(stages, "user_files"):
-        named = stage_config(cfg, stage)["data"]
-        users = {data_files(cfg, stage)[k]: named[k] for k in stages.user_files(cfg, stage)}
-        guard = only_files(stage, data_files(cfg, stage).values(), users)
-    else:
-        guard = only_files(stage, data_files(cfg, stage).values())
-    with guard:
+    with data_file_guard(cfg, stage):
         return fn(stage_view(cfg, stage))
 
 
-@pytest.mark.parametrize("where", ["manifest", pytest.param("path", marks=BY_PATH)])
+@pytest.mark.parametrize("where", ["manifest", "path"])
 def test_qa_file_through_index_eval_and_table(tmp_path, where):
     with_unrelated = [{**RECORDS[0], "unrelated": {"neighbor_subj": ["What is the capital of France?"]}},
                       {**RECORDS[1], "unrelated": ["Who wrote Hamlet?", "Where is Rome?"]}, *RECORDS[2:]]
@@ -151,7 +132,6 @@ def test_qa_file_through_index_eval_and_table(tmp_path, where):
     assert {(r["BP"], r["EQ"]) for r in rows[3:]} == {("n/a", "n/a")} and all(r["ES"] for r in rows[3:])
 
 
-@BY_PATH
 def test_user_file_content_names_the_directories(tmp_path):
     cfg, path = only_mine(tmp_path, RECORDS)
     before = {s: stage_hash(cfg, s) for s in ("eren_index", "eren_eval")}
@@ -207,7 +187,7 @@ def test_malformed_qa_records_are_named(tmp_path, change, message):
         check_qa({"id": 1})
 
 
-@pytest.mark.parametrize("where", ["manifest", pytest.param("path", marks=BY_PATH)])
+@pytest.mark.parametrize("where", ["manifest", "path"])
 def test_dry_run_plans_eren_eval_for_a_third_dataset(tmp_path, where):
     overrides, _ = mine_overrides(tmp_path, RECORDS, where)
     cmd = [sys.executable, "-m", "snakemake", "-n", "--cores", "2", "--nolock", "--directory", str(REPO),
