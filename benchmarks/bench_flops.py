@@ -15,7 +15,6 @@ times from bench_protocol.py.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -23,8 +22,6 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
-sys.path.insert(0, str(REPO / "benchmarks"))
 
 from bench_protocol import REFERENCE_S_PER_CASE, load_run, requests_of  # noqa: E402
 

@@ -20,16 +20,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
 
-from common import compose, model_dir, stage_dir  # noqa: E402
+from robustedit.pipeline.config import compose  # noqa: E402
+from robustedit.pipeline.stage import model_dir, stage_dir  # noqa: E402
 
 from robustedit.evaluate import evaluate_cases, summarise  # noqa: E402
 from robustedit.io import read_json, read_jsonl  # noqa: E402

@@ -6,10 +6,10 @@ from pathlib import Path
 from snakemake.utils import validate as validate_snakemake_config
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
-sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
-from common import compose, model_dir, stage_dir, stage_hash, with_split  # noqa: E402
-from robustedit.errors import ConfigError  # noqa: E402
-from robustedit.stages import STAGES, per_split  # noqa: E402
+from robustedit.errors import ConfigError
+from robustedit.pipeline.config import compose
+from robustedit.pipeline.stage import model_dir, stage_dir, with_split
+from robustedit.stages import STAGES, per_split, stage_hash
 
 configfile: "conf/pipeline.yaml"
 validate_snakemake_config(config, "../conf/pipeline.schema.yaml")

@@ -8,8 +8,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from common import model_dir, stage_app
-
 from robustedit.data.cases import attach_perturbations, attach_rephrases
 from robustedit.data.counterfact import join_case, pool_index, pool_to_rep
 from robustedit.data.filtering import teacher_forced_exact_match
@@ -18,6 +16,7 @@ from robustedit.errors import ConfigError, RecordError
 from robustedit.io import read_json, write_json, write_jsonl
 from robustedit.manifest import DataStore
 from robustedit.models.load import load_model, resolve_device
+from robustedit.pipeline.stage import model_dir, stage_app
 
 
 def load_split(store: DataStore, data_cfg: dict, split: str) -> tuple[list[dict], dict, dict, str]:
@@ -46,7 +45,7 @@ def context_words(store: DataStore, lc_cfg: dict) -> list[str]:
 
 
 def llm_rephrases(cfg: dict, subjects: list[str]) -> tuple[dict[str, list[str]], str, dict]:
-    from rephrase_llm import rephrases_for  # the LLM backends are only imported when needed
+    from robustedit.pipeline.rephrase import rephrases_for  # the LLM backends are only imported when needed
 
     return rephrases_for(cfg, subjects)
 

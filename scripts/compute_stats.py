@@ -12,16 +12,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import common
 import torch
-from common import model_dir, stage_app
 
 from robustedit.io import checkpoint_stamp, discard, load_checkpoint, remove_stray_temps, save_torch, write_json
 from robustedit.manifest import DataStore
 from robustedit.models.load import load_model, resolve_device, resolve_dtype
 from robustedit.rome.stats import ResumeMismatch, compute_second_moment
+from robustedit.pipeline.stage import model_dir, stage_app
 
-STAMP_FILES = (__file__, common.__file__)  # the scripts a checkpoint's code version covers (besides the library)
+STAMP_FILES = (__file__,)  # the script a checkpoint's code version covers (besides the library, pipeline glue included)
 
 
 def stats_texts(cfg: dict) -> list[str]:

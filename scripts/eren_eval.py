@@ -12,14 +12,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from common import stage_app, stage_dir
-from eren_common import dataset_items, load_encoder_from, load_reader_from
-
 from robustedit.errors import DataIntegrityError
 from robustedit.eren.evaluate import evaluate_methods
 from robustedit.eren.notebook import Notebook, clean_statement
 from robustedit.io import write_json, write_jsonl
 from robustedit.manifest import DataStore
+from robustedit.pipeline.stage import stage_app, stage_dir
+from robustedit.pipeline.eren import dataset_items, load_encoder_from, load_reader_from
 
 
 def load_notebook(cfg: dict, dataset: str, encoder, statements: list[str]) -> Notebook:

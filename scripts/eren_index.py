@@ -10,12 +10,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from common import stage_app
-from eren_common import load_encoder_from, notebook_statements
-
 from robustedit.eren.notebook import Notebook
 from robustedit.io import write_json
 from robustedit.manifest import DataStore
+from robustedit.pipeline.stage import stage_app
+from robustedit.pipeline.eren import load_encoder_from, notebook_statements
 
 
 def build_notebook(encoder, kind: str, statements: list[str], folder: Path) -> dict:

@@ -12,13 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from common import stage_app
-from eren_common import load_encoder_from, load_reader_from
-
 from robustedit.eren.data import load_counterfact_easyedit, scaling_pairs
 from robustedit.eren.scaling import check_sizes, encode_notes, reader_vs_size, recall_at_k
 from robustedit.io import write_json, write_jsonl
 from robustedit.manifest import DataStore
+from robustedit.pipeline.stage import stage_app
+from robustedit.pipeline.eren import load_encoder_from, load_reader_from
 
 
 def reader_part(cfg: dict, encoder, reader_loader: Callable, cases: list[dict], encoded,

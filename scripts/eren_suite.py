@@ -14,9 +14,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from common import stage_app, stage_dir
-from eren_common import load_encoder_from, load_reader_from
-
 from robustedit.errors import RecordError
 from robustedit.eren.data import subsample
 from robustedit.eren.evaluate import evaluate_methods
@@ -24,6 +21,8 @@ from robustedit.eren.notebook import Notebook
 from robustedit.eren.robustness import edit_statement, per_case_items, robustness_items, suite_summary
 from robustedit.io import read_jsonl, write_json, write_jsonl
 from robustedit.metrics import AGGREGATIONS
+from robustedit.pipeline.stage import stage_app, stage_dir
+from robustedit.pipeline.eren import load_encoder_from, load_reader_from
 
 # Table 1 looks summaries up by metric name (scripts/make_table1.py: exact_match unless --metric says
 # otherwise). EREN has one generation-based scorer, filed under each of them; the block's `metric` names it.

@@ -11,12 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from common import stage_app, stage_dir
-from evaluate_edits import evaluate_split
 
 from robustedit.rep import RepEditBatch
 from robustedit.seeding import torch_generator
-
+from robustedit.pipeline.stage import stage_app, stage_dir
+from robustedit.pipeline.evaluate import evaluate_split
 
 # Adaptor bytes stacked per evaluated chunk of cases. The adaptors file is memory-mapped and only one
 # chunk is copied out (stacked) at a time: 4 GiB holds 83 LLaMA-2-7B adaptors (51 MB each, so 5 chunks

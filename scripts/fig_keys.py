@@ -9,26 +9,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common import model_dir, stage_app, stage_dir
-
 from robustedit.analysis.keys import pca_rows, random_pair_rows, read_case_keys, variant_rows
 from robustedit.analysis.tables import write_csv
 from robustedit.analysis.whiten import load_solver
-from robustedit.io import read_jsonl
 from robustedit.models.load import load_model, resolve_device
 from robustedit.seeding import py_rng
+from robustedit.pipeline.analysis import analysed_cases
+from robustedit.pipeline.stage import model_dir, stage_app, stage_dir
 
 SIM_COLUMNS = ["model", "split", "case_id", "subject", "kind", "group", "variant", "other_case_id", "similarity",
                "raw_cosine"]
 PCA_COLUMNS = ["model", "split", "case_id", "subject", "kind", "group", "variant", "pc1", "pc2",
                "pc1_variance_ratio", "pc2_variance_ratio"]
-
-
-def analysed_cases(cfg: dict) -> list[dict]:
-    """The first analysis.n_cases cases of the split (all when null)."""
-    cases = read_jsonl(stage_dir(cfg, "cases") / f"{cfg['job']['split']}.jsonl")
-    n = cfg["analysis"]["n_cases"]
-    return cases if n is None else cases[:n]
 
 
 @stage_app("fig_keys")

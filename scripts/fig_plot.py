@@ -10,13 +10,10 @@ One input file per run (same order as --runs); the run label becomes the CSVs' f
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
-
-from robustedit.analysis import plots  # noqa: E402
-from robustedit.analysis.tables import concat, write_csv  # noqa: E402
+from robustedit.analysis import plots
+from robustedit.analysis.tables import concat, write_csv
 
 
 def gather(paths: list[Path], runs: list[str]) -> list[dict]:

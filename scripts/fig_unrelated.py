@@ -11,8 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from common import model_dir, stage_app, stage_dir
-from fig_keys import analysed_cases
 
 from robustedit.analysis.keys import read_case_keys
 from robustedit.analysis.tables import write_csv
@@ -24,6 +22,8 @@ from robustedit.manifest import DataStore
 from robustedit.models.load import load_model, resolve_device
 from robustedit.batching import pad_id_of
 from robustedit.seeding import py_rng
+from robustedit.pipeline.stage import model_dir, stage_app, stage_dir
+from robustedit.pipeline.analysis import analysed_cases
 
 TOP_COLUMNS = ["model", "split", "case_id", "subject", "rank", "similarity", "window", "position", "prefix_tail"]
 HIST_COLUMNS = ["model", "split", "bin_lo", "bin_hi", "count"]

@@ -11,12 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from common import model_dir, stage_app, stage_dir
 
 from robustedit.analysis.tables import write_csv
 from robustedit.analysis.values import value_norm_rows
 from robustedit.io import read_jsonl
 from robustedit.models.load import load_model, resolve_device
+from robustedit.pipeline.stage import model_dir, stage_app, stage_dir
 
 COLUMNS = ["model", "split", "case_id", "subject", "v_init_norm", "delta_norm", "v_star_norm", "cos_v_init_delta",
            "norm_ratio", "saved_v_init_norm", "saved_delta_norm"]

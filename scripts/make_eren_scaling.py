@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
-
-from robustedit.io import atomic_path, read_json  # noqa: E402
+from robustedit.io import atomic_path, read_json
 
 BASE_COLUMNS = ["stage", "encoder", "index", "size", "n_queries"]
 TIMING_COLUMNS = ["build_s", "search_ms_per_query_batched", "search_ms_single_query"]

@@ -9,12 +9,9 @@ EREN rows of cfh and fever only. A data set without out-of-scope questions has n
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
-
-from robustedit.io import atomic_path, read_json  # noqa: E402
+from robustedit.io import atomic_path, read_json
 
 DATASET_NAMES = {"cfh": "CounterFact-Hard (QA)", "fever": "FEVER"}
 METHOD_NAMES = {"eren": "EREN", "one_step": "one-step MRC", "unedited": "unedited reader"}

@@ -8,14 +8,10 @@ Writes one CSV row per (model, method, split, threshold) and one plot panel per 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
-
-from make_table1 import AGGREGATION, METRIC  # noqa: E402
-
-from robustedit.io import atomic_path, read_json  # noqa: E402
+from robustedit.io import atomic_path, read_json
+from robustedit.pipeline.tables import AGGREGATION, METRIC
 
 METRIC_COLUMNS = ["success", "locality", "rephrase_id", "shuffle_id", "long_id", "rephrase_ood", "shuffle_ood",
                   "long_ood"]

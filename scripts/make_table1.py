@@ -9,33 +9,10 @@ summaries (each holds every metric x aggregation).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
-
-from robustedit.io import atomic_path, read_json  # noqa: E402
-
-METRIC, AGGREGATION = "exact_match", "micro"  # Table 1's (the REP paper's), also the gate table's and wandb's
-COLUMNS = ["model", "method", "n_cases", "success", "locality", "rephrase_id", "shuffle_id", "long_id",
-           "rephrase_ood", "shuffle_ood", "long_ood", "paraphrase", "patil", "metric", "aggregation", "split"]
-GROUP_OF = {"success": "success", "locality": "locality", "rephrase_id": "rephrase_id",
-            "shuffle_id": "shuffle_id", "long_id": "long_id", "rephrase_ood": "rephrase_ood",
-            "shuffle_ood": "shuffle_ood", "long_ood": "long_ood", "paraphrase": "paraphrase", "patil": "patil"}
-
-
-def rows_from(summary: dict, metric: str, aggregation: str) -> list[dict]:
-    rows = []
-    stages = [("pre", "Unedited")] if summary.get("include_unedited", True) else []
-    for stage, method in stages + [("post", summary["method"])]:
-        s = summary["summaries"][f"{stage}/{metric}/{aggregation}"]
-        row = {"model": summary["model"], "method": method, "n_cases": s["n_cases"],
-               "metric": f"{s['metric']}+{s['locality_metric']}", "aggregation": aggregation, "split": summary["split"]}
-        for col, group in GROUP_OF.items():
-            val = s["columns"].get(group)
-            row[col] = "" if val is None else f"{val:.1f}"
-        rows.append(row)
-    return rows
+from robustedit.io import atomic_path, read_json
+from robustedit.pipeline.tables import AGGREGATION, COLUMNS, METRIC, rows_from
 
 
 def main() -> None:

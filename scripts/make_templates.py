@@ -7,12 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common import model_dir, stage_app
-
 from robustedit.io import write_json
 from robustedit.models.load import load_model, resolve_device
 from robustedit.rome.templates import generate_context_templates
 from robustedit.seeding import torch_generator
+from robustedit.pipeline.stage import model_dir, stage_app
 
 
 @stage_app("templates")

@@ -9,13 +9,14 @@ import sys
 import time
 
 import hydra
-from common import CONF, model_dir, to_plain, validate
 
 from robustedit.io import write_json
 from robustedit.models.convert import prepare_model
+from robustedit.pipeline.config import conf_dir, to_plain, validate
+from robustedit.pipeline.stage import model_dir
 
 
-@hydra.main(config_path=str(CONF), config_name="config", version_base=None)
+@hydra.main(config_path=str(conf_dir()), config_name="config", version_base=None)
 def main(raw_cfg) -> None:
     cfg = validate(to_plain(raw_cfg), edit_model=False)  # also prepares readers (eren.reader=flan-t5-xl)
     out = model_dir(cfg)

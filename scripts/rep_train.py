@@ -14,17 +14,16 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import common
 import torch
-from common import model_dir, stage_app, stage_dir
 
 from robustedit.io import (CasePieces, checkpoint_stamp, read_json, read_jsonl, remove_stray_temps, save_torch,
                            write_jsonl)
 from robustedit.models.load import load_model, resolve_device
 from robustedit.rep import AdaptorConfig, RepTrainConfig, fit_rep_adaptor
+from robustedit.pipeline.stage import model_dir, stage_app, stage_dir
 
 PRINT_EVERY = 8  # cases between progress lines (every case is saved as soon as it is trained)
-STAMP_FILES = (__file__, common.__file__)  # the scripts a checkpoint's code version covers (besides the library)
+STAMP_FILES = (__file__,)  # the script a checkpoint's code version covers (besides the library, pipeline glue included)
 
 
 def rep_configs(rep: dict) -> tuple[AdaptorConfig, RepTrainConfig]:

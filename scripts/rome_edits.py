@@ -13,9 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-import common
 import torch
-from common import model_dir, stage_app, stage_dir
 
 from robustedit.io import (CasePieces, checkpoint_stamp, read_json, read_jsonl, remove_stray_temps, save_torch,
                            write_jsonl)
@@ -23,8 +21,9 @@ from robustedit.models.load import load_model, resolve_device
 from robustedit.rome.compute_u import MomentSolver
 from robustedit.rome.execute import execute_rome_detailed
 from robustedit.rome.hparams import ROMEHyperParams
+from robustedit.pipeline.stage import model_dir, stage_app, stage_dir
 
-STAMP_FILES = (__file__, common.__file__)  # the scripts a checkpoint's code version covers (besides the library)
+STAMP_FILES = (__file__,)  # the script a checkpoint's code version covers (besides the library, pipeline glue included)
 
 
 @stage_app("rome")

@@ -12,12 +12,12 @@ import argparse
 import shlex
 from pathlib import Path
 
-from common import compose, stage_dir
-from make_table1 import AGGREGATION, GROUP_OF, METRIC, rows_from
-
 from robustedit.analysis.tables import read_csv
 from robustedit.io import read_json, write_json
 from robustedit.tracking import start_run
+from robustedit.pipeline.config import compose
+from robustedit.pipeline.stage import stage_dir
+from robustedit.pipeline.tables import AGGREGATION, GROUP_OF, METRIC, rows_from
 
 
 def table1_metrics(cfg: dict, stages: list[str]) -> dict[str, float]:

@@ -1,13 +1,12 @@
 """Config composition for every model x hardware pair, stage hashing, and the architecture adapter."""
 import itertools
-import sys
 
 import pytest
 
-from conftest import REPO, tiny_model_cfg
+from conftest import tiny_model_cfg
 
-sys.path.insert(0, str(REPO / "scripts"))
-from common import compose, stage_dir  # noqa: E402
+from robustedit.pipeline.config import compose  # noqa: E402
+from robustedit.pipeline.stage import stage_dir  # noqa: E402
 
 from robustedit.errors import ConfigError  # noqa: E402
 from robustedit.models.arch import Architecture  # noqa: E402

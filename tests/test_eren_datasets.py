@@ -10,8 +10,8 @@ import pytest
 
 from conftest import REPO
 
-sys.path.insert(0, str(REPO / "scripts"))
-from common import compose, data_file_guard, stage_dir  # noqa: E402
+from robustedit.pipeline.config import compose  # noqa: E402
+from robustedit.pipeline.stage import data_file_guard, stage_dir  # noqa: E402
 
 import eren_eval  # noqa: E402
 import eren_index  # noqa: E402
@@ -79,7 +79,7 @@ def only_mine(tmp_path, records, where="path"):
 
 
 def run_stage(cfg, stage, fn):
-    """fn(stage's view of cfg) as scripts/common.py runs a stage: only the hashed keys and data files."""
+    """fn(stage's view of cfg) as robustedit.pipeline.stage runs a stage: only the hashed keys and data files."""
     with data_file_guard(cfg, stage):
         return fn(stage_view(cfg, stage))
 

@@ -9,8 +9,8 @@ import pytest
 
 from conftest import REPO
 
-sys.path.insert(0, str(REPO / "scripts"))
-from common import compose, stage_dir  # noqa: E402
+from robustedit.pipeline.config import compose  # noqa: E402
+from robustedit.pipeline.stage import stage_dir  # noqa: E402
 
 import eren_eval  # noqa: E402
 import eren_index  # noqa: E402
@@ -18,11 +18,11 @@ import eren_scaling  # noqa: E402
 import eren_suite  # noqa: E402
 import make_eren_scaling  # noqa: E402
 import make_eren_table  # noqa: E402
-import make_table1  # noqa: E402
 from robustedit.errors import ConfigError, DataIntegrityError, RecordError  # noqa: E402
 from robustedit.eren.encoder import HashEncoder  # noqa: E402
 from robustedit.eren.reader import StubReader, TimedReader  # noqa: E402
 from robustedit.manifest import DataStore  # noqa: E402
+from robustedit.pipeline.tables import rows_from  # noqa: E402
 from robustedit.stages import per_split, stage_hash  # noqa: E402
 
 EREN_STAGES = ("eren_index", "eren_eval", "eren_scaling", "eren_suite")
@@ -146,7 +146,7 @@ def test_suite_summary_is_a_table1_row(tmp_path):
                                      "long_ood"}  # shuffle_ood has no items here
     assert block["n_items"]["long_id"] == 2 and "post/exact_match/case_mean" in summary["summaries"]
     for metric, agg in [("exact_match", "micro"), ("exact_match", "case_mean"), ("prob_compare", "micro")]:
-        rows = make_table1.rows_from(summary, metric, agg)
+        rows = rows_from(summary, metric, agg)
         assert [(r["model"], r["method"], r["split"]) for r in rows] == [("smollm2-135m", "EREN", "valid")]
         assert rows[0]["metric"] == "eren_answer_match@1+eren_output_unchanged@1" and rows[0]["n_cases"] == 2
         assert rows[0]["shuffle_ood"] == "" and float(rows[0]["success"]) >= 0

@@ -182,20 +182,18 @@ def test_bad_reader_configs_are_named(causal_dirs, t5_dir, tmp_path):
 
 
 @pytest.fixture()
-def scripts(monkeypatch):
-    """scripts/common.py and scripts/eren_common.py, importable for this test only."""
-    monkeypatch.syspath_prepend(str(REPO / "scripts"))
-    import common
-    import eren_common
+def scripts():
+    """The pipeline glue: config composition and the EREN stages' setup."""
+    from robustedit.pipeline import config, eren
 
-    return common, eren_common
+    return config, eren
 
 
 @pytest.mark.parametrize("reader,kind", [("flan-t5-xl", "seq2seq"), ("llama2-7b-chat", "causal"),
                                          ("mistral-7b-instruct", "causal"), ("smollm2-135m", "causal")])
 @pytest.mark.parametrize("hardware", ["cpu", "gpu"])
 def test_reader_configs_compose(scripts, reader, kind, hardware):
-    common, eren_common = scripts
+    common, eren_common = scripts  # robustedit.pipeline.config, robustedit.pipeline.eren
     cfg = common.compose([f"eren.reader={reader}", f"hardware={hardware}"])
     model_cfg = eren_common.reader_model_cfg(cfg)
     assert model_cfg["name"] == reader and reader_kind(model_cfg) == kind

@@ -3,13 +3,12 @@ each stacking only its own adaptors. One chunk is the unchunked evaluation exact
 the same exact-match results (float scores to rounding, since rows are batched within a chunk)."""
 from __future__ import annotations
 
-import sys
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from conftest import REPO, tiny_llama
+from conftest import tiny_llama
 from robustedit.edits import RankOneEdit
 from robustedit.evaluate import evaluate_cases
 from robustedit.io import save_torch
@@ -17,9 +16,9 @@ from robustedit.models.arch import Architecture
 from robustedit.rep import AdaptorConfig, RepEditBatch, adaptor_state, init_params
 from test_evaluate import make_case
 
-sys.path.insert(0, str(REPO / "scripts"))
-import evaluate_edits  # noqa: E402
 import evaluate_rep  # noqa: E402
+
+from robustedit.pipeline import evaluate  # noqa: E402
 
 LAYER = 1
 ARCH = Architecture("llama", 4)
@@ -71,7 +70,7 @@ def test_one_chunk_is_the_unchunked_evaluation(rep_setup, eval_dropout):
     path = paths[eval_dropout]
     make, chunk = evaluate_rep.rep_edit_batch_fn(stage_cfg(eval_dropout), path)
     assert chunk >= len(cases)
-    got = evaluate_edits.evaluate_in_chunks(lm, cases, edits, "cpu", 4, EVAL, make, chunk_cases=chunk)
+    got = evaluate.evaluate_in_chunks(lm, cases, edits, "cpu", 4, EVAL, make, chunk_cases=chunk)
     saved = torch.load(path, weights_only=True)
     gen = evaluate_rep.torch_generator(0, "rep_eval_dropout", "valid", device="cpu") if eval_dropout else None
     old = RepEditBatch(lm.model, ARCH, LAYER, edits, saved["states"], "cpu", threshold=0.5, generator=gen)
@@ -94,11 +93,11 @@ def test_chunked_eval_rep_equals_unchunked(rep_setup):
         built.append(len(batch))
         return batch
 
-    whole = evaluate_edits.evaluate_in_chunks(lm, cases, edits, "cpu", 4, EVAL, spy, pre, None)
+    whole = evaluate.evaluate_in_chunks(lm, cases, edits, "cpu", 4, EVAL, spy, pre, None)
     exact = ("argmax_ids", "alt_argmax_ids", "exact_match@1", "token_mean_acc@1", "locality_agreement@1", "pre")
     for chunk in (1, 2):
         built.clear()
-        got = evaluate_edits.evaluate_in_chunks(lm, cases, edits, "cpu", 4, EVAL, spy, pre, chunk)
+        got = evaluate.evaluate_in_chunks(lm, cases, edits, "cpu", 4, EVAL, spy, pre, chunk)
         assert built == [chunk] * (len(cases) // chunk) + ([len(cases) % chunk] if len(cases) % chunk else [])
         assert [[{k: it[k] for k in exact} for it in c["items"]] for c in got] == \
                [[{k: it[k] for k in exact} for it in c["items"]] for c in whole]
@@ -116,5 +115,5 @@ def test_chunk_size_follows_the_byte_budget():
     assert per_case == 4 * (2 * 32 * 1000 + 100 * 1000 + 100 + 100 + 1)
     assert evaluate_rep.chunk_cases_for([state], budget=10 * per_case + 1) == 10
     assert evaluate_rep.chunk_cases_for([state], budget=1) == 1 and evaluate_rep.chunk_cases_for([]) is None
-    assert [list(r) for r in evaluate_edits.case_chunks(5, 2)] == [[0, 1], [2, 3], [4]]
-    assert [list(r) for r in evaluate_edits.case_chunks(3, None)] == [[0, 1, 2]]
+    assert [list(r) for r in evaluate.case_chunks(5, 2)] == [[0, 1], [2, 3], [4]]
+    assert [list(r) for r in evaluate.case_chunks(3, None)] == [[0, 1, 2]]

@@ -15,7 +15,7 @@ ROOT = "robustedit"
 # Lowest first. A module may import from its own subpackage, from the top-level modules
 # (robustedit/*.py: errors, tokens, hooks, batching, edits, readout, ...), which import only each other,
 # and from subpackages of lower layers.
-LAYERS = ("models", "rome", "rep", "evaluate", "eren", "analysis", "data")
+LAYERS = ("models", "rome", "rep", "evaluate", "eren", "analysis", "data", "pipeline")
 
 MAX_LINES = 300
 LONG_MODULES = {  # module: why it may be longer (delete the entry once it is split)
@@ -140,3 +140,29 @@ def test_module_length(module):
 
 def test_long_module_exceptions_name_existing_modules():
     assert set(LONG_MODULES) <= set(MODULES), sorted(set(LONG_MODULES) - set(MODULES))
+
+
+REPO = LIB.parents[1]
+SCRIPTS = REPO / "scripts"
+
+
+def test_scripts_import_the_library_not_each_other():
+    """Stage scripts share code through robustedit (its pipeline glue), never by importing a sibling script."""
+    siblings = {p.stem for p in SCRIPTS.glob("*.py")}
+    found = []
+    for path in sorted(SCRIPTS.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            found += [f"{path.name} imports {n}" for n in names if n.split(".")[0] in siblings]
+    assert not found, "\n".join(found)
+
+
+def test_no_import_path_edits():
+    """The library is installed (`pip install -e .`); no code prepends folders to the import path (benchmarks/reference
+    wraps third-party code and is left as it is)."""
+    files = [*SCRIPTS.glob("*.py"), *(REPO / "rules").glob("*.smk"), REPO / "Snakefile", *LIB.rglob("*.py"),
+             *(REPO / "tests").glob("*.py"), *(REPO / "benchmarks").glob("*.py")]
+    needles = ("sys." + "path", "syspath" + "_prepend")  # split, so this file does not name them
+    found = [str(p.relative_to(REPO)) for p in files if any(n in p.read_text() for n in needles)]
+    assert not found, found

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import re
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
-from conftest import REPO, model_dir
+from conftest import model_dir
 from offline_hub import bos_tokenizer
 from robustedit.edits import apply_rank_one, restore
 from robustedit.errors import ConfigError
@@ -46,12 +48,10 @@ HP = ROMEHyperParams(v_num_grad_steps=4, v_lr=0.05, v_weight_decay=1e-6, clamp_n
 
 @pytest.fixture(scope="module")
 def common():
-    """scripts/common.py (compose), importable for this module only."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.syspath_prepend(str(REPO / "scripts"))
-        import common
+    """The pipeline glue (compose, stage_dir)."""
+    from robustedit.pipeline import config, stage
 
-        yield common
+    return SimpleNamespace(compose=config.compose, stage_dir=stage.stage_dir)
 
 
 @pytest.fixture(scope="module")

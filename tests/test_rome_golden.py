@@ -11,7 +11,6 @@ and say why in the commit.
 """
 import json
 import os
-import sys
 
 import pytest
 import torch
@@ -23,8 +22,7 @@ from robustedit.models.load import load_model
 from robustedit.rome.execute import execute_rome_detailed
 from robustedit.rome.hparams import ROMEHyperParams
 
-sys.path.insert(0, str(REPO / "scripts"))
-from common import compose  # noqa: E402
+from robustedit.pipeline.config import compose  # noqa: E402
 
 pytestmark = pytest.mark.integration
 GOLDEN = REPO / "tests" / "golden" / "rome_smollm2.json"

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from common import compose, stage_dir, with_split
+from robustedit.pipeline.config import compose
+from robustedit.pipeline.stage import stage_dir, with_split
 
 from conftest import REPO, model_dir
 from robustedit.errors import ConfigError

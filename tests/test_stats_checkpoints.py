@@ -3,16 +3,16 @@ D x D sum), none after the last chunk, the result unchanged and resumption from 
 `stats.checkpoint_minutes` is configured but, being speed only, not part of the stats hash."""
 from __future__ import annotations
 
-import sys
 
 import pytest
 import torch
 
 from conftest import REPO, tiny_llama
 from robustedit.models.arch import Architecture
+from robustedit.pipeline.config import compose
 from robustedit.rome import compute_second_moment
+from robustedit.stages import stage_hash
 
-sys.path.insert(0, str(REPO / "scripts"))
 
 LAYER = 1
 ARCH = Architecture("llama", 4)
@@ -57,9 +57,7 @@ def test_stats_checkpoints_respect_the_time_bound_and_resume_exactly(stats_setup
 
 
 def test_checkpoint_minutes_is_configured_but_not_hashed():
-    import common
-
-    cfg = common.compose([])
+    cfg = compose([])
     assert cfg["stats"]["checkpoint_minutes"] == 10
-    other = common.compose(["stats.checkpoint_minutes=0.5"])
-    assert common.stage_hash(cfg, "stats") == common.stage_hash(other, "stats")
+    other = compose(["stats.checkpoint_minutes=0.5"])
+    assert stage_hash(cfg, "stats") == stage_hash(other, "stats")

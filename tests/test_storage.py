@@ -4,19 +4,16 @@ case_ids before use and discarded on any mismatch, and a killed run resumes to i
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import REPO
 from robustedit.io import CasePieces, save_torch
 from robustedit.models.arch import Architecture
 from robustedit.rep import AdaptorConfig, RepResult, RepTrainConfig, adaptor_state, fit_rep_adaptor, init_params
 from test_evaluate import make_case
 
-sys.path.insert(0, str(REPO / "scripts"))
 import rep_train  # noqa: E402
 
 LAYER = 1

@@ -1,13 +1,11 @@
 """Table and figure scripts on hand-made summaries (no model)."""
-import sys
 
 import pytest
 
-from conftest import REPO
 
-sys.path.insert(0, str(REPO / "scripts"))
 import make_gate_table  # noqa: E402
-import make_table1  # noqa: E402
+
+from robustedit.pipeline.tables import rows_from  # noqa: E402
 
 
 def summary(method, split="valid", success=50.0, include_unedited=True, model="m"):
@@ -19,10 +17,10 @@ def summary(method, split="valid", success=50.0, include_unedited=True, model="m
 
 
 def test_table1_rows_unedited_once_and_rep_without_unedited():
-    rows = make_table1.rows_from(summary("ROME"), "exact_match", "micro")
+    rows = rows_from(summary("ROME"), "exact_match", "micro")
     assert [r["method"] for r in rows] == ["Unedited", "ROME"]
     assert rows[0]["success"] == "25.0" and rows[1]["success"] == "50.0" and rows[1]["shuffle_id"] == ""
-    rep = make_table1.rows_from(summary("ROME+REP", include_unedited=False), "exact_match", "micro")
+    rep = rows_from(summary("ROME+REP", include_unedited=False), "exact_match", "micro")
     assert [r["method"] for r in rep] == ["ROME+REP"]
 
 

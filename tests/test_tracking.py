@@ -127,8 +127,8 @@ def summary(model: str, method: str, success: float, unedited: bool = True) -> d
 
 def test_wandb_log_script_logs_each_run(tmp_path):
     """The pipeline's wandb_log step on stub summaries, tables and figures."""
-    sys.path.insert(0, str(REPO / "scripts"))
-    from common import compose, stage_dir
+    from robustedit.pipeline.config import compose
+    from robustedit.pipeline.stage import stage_dir
 
     overrides = [f"paths.results={tmp_path}/results", "eval.report_split=test"]
     cfg = compose(overrides)

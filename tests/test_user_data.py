@@ -10,7 +10,8 @@ import shutil
 
 import build_cases
 import pytest
-from common import compose, run_stage, stage_dir, with_split, write_stage_config
+from robustedit.pipeline.config import compose
+from robustedit.pipeline.stage import run_stage, stage_dir, with_split, write_stage_config
 from test_shell_quoting import dry_run, shell_commands
 
 from conftest import REPO

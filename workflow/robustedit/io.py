@@ -158,7 +158,7 @@ def _package_version(name: str) -> str:
 
 def code_version(*files: str | os.PathLike) -> str:
     """sha256 (first 16 hex) of what decides a stage's numbers besides its config: every *.py source of
-    the running robustedit package, the given files (the stage script and scripts/common.py) and the
+    the running robustedit package (its pipeline glue included), the given files (the stage script) and the
     versions of NUMERIC_PACKAGES. The whole package rather than the modules a stage imports: imports
     are transitive and partly lazy, and a superset only costs a needless restart after an unrelated
     edit, never a resume onto pieces computed by other code."""
@@ -176,7 +176,7 @@ def code_version(*files: str | os.PathLike) -> str:
 
 def checkpoint_stamp(stage: str, out_dir: str | os.PathLike, files: Iterable[str | os.PathLike]) -> dict:
     """What a resume checkpoint of `stage` in `out_dir` must have been written by: the stage, its hash
-    (the output directory's name, scripts/common.py stage_dir) and the code version."""
+    (the output directory's name, robustedit.pipeline.stage stage_dir) and the code version."""
     return {"stage": stage, "stage_hash": Path(out_dir).name, "code_version": code_version(*files)}
 
 

@@ -20,7 +20,7 @@ _ONLY_FILES: ContextVar[tuple[str, frozenset[str], dict[str, str]] | None] = Con
 @contextmanager
 def only_files(stage: str, rels: Iterable[str], user: Mapping[str, str] | None = None) -> Iterator[None]:
     """Within the block DataStore.path opens only `rels`: the data files whose sha256 the stage's
-    directory hash covers (scripts/common.py run_stage), so no stage reads a file its hash misses.
+    directory hash covers (robustedit.pipeline.stage run_stage), so no stage reads a file its hash misses.
     `user`: the user files among them (outside paths.data, named by path) -> the sha256 their directory
     hash was computed from; opening one checks that its content is still that."""
     token = _ONLY_FILES.set((stage, frozenset(rels), dict(user or {})))

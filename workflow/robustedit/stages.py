@@ -39,7 +39,7 @@ LOADS_MODEL = ("model.name", "model.family", "model.n_layers", "model.modules", 
 # Reads a config may lack (a model description may leave them out): nothing to hash or see then
 OPTIONAL = ("model.hf_class", "model.model_types", "model.pad")
 BATCHES = ("hardware.batch_size",)  # prompts per forward pass (read, but speed only: NOT_HASHED)
-# EREN's notebook encoder (scripts/eren_common.py load_encoder_from) and reader (load_reader_from)
+# EREN's notebook encoder (robustedit.pipeline.eren load_encoder_from) and reader (load_reader_from)
 ENCODES = ("eren.encoder", "eren.encoder_batch_size", "hardware.device")
 READS_NOTES = ("eren.reader", "eren.k", "hardware.device", "hardware.dtype", "hardware.batch_size")
 

@@ -8,6 +8,7 @@ from robustedit.data.rephrase import RephraseCache, generate_rephrases
 from robustedit.data.rephrase_backends import ApiBackend, LocalChatBackend
 from robustedit.errors import ConfigError
 from robustedit.models.load import load_model, resolve_device
+from robustedit.pipeline.paths import conf_dir
 
 
 def make_backend(cfg: dict):
@@ -19,7 +20,7 @@ def make_backend(cfg: dict):
                           max_tokens=rp["max_new_tokens"])
     if rp["backend"] == "local":
         name = rp["local"]["model"]
-        model_cfg_path = Path(__file__).resolve().parents[1] / "conf" / "model" / f"{name}.yaml"
+        model_cfg_path = conf_dir() / "model" / f"{name}.yaml"
         if not model_cfg_path.is_file():
             raise ConfigError(f"data.rephrase.local.model={name!r} has no conf/model/{name}.yaml")
         from omegaconf import OmegaConf

@@ -1,4 +1,4 @@
-"""Shared setup of the EREN stage scripts (not a stage): the encoder, the reader and the data sets,
+"""Shared setup of the EREN stage scripts (scripts/eren_*.py; not a stage): the encoder, the reader and the data sets,
 each built from the composed config with an explicit device."""
 from __future__ import annotations
 
@@ -30,18 +30,19 @@ def reader_model_cfg(cfg: dict) -> dict:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from common import CONF
+    from robustedit.pipeline.paths import conf_dir
 
+    conf = conf_dir()
     name = cfg["eren"]["reader"]
-    path = CONF / "model" / f"{name}.yaml"
+    path = conf / "model" / f"{name}.yaml"
     if not path.is_file():
-        known = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+        known = sorted(p.stem for p in (conf / "model").glob("*.yaml"))
         raise ConfigError(f"eren.reader={name!r}: no model config {path}; known: {known}")
     try:
         model_cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     except OmegaConfBaseException as e:
         raise ConfigError(f"eren.reader={name!r}: cannot read {path}: {e}") from e
-    schema = json.loads((CONF / "schema.json").read_text())["properties"]["model"]
+    schema = json.loads((conf / "schema.json").read_text())["properties"]["model"]
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(model_cfg), key=lambda e: list(e.path))
     if errors:
         lines = [f"  model.{'.'.join(map(str, e.path)) or '<root>'}: {e.message}" for e in errors[:10]]
