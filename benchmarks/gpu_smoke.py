@@ -196,6 +196,7 @@ def run_family(family: str, args, tok, cases: list[dict], run: Runner) -> None:
     from robustedit.eren.prompts import make_context, qa_prompt
     from robustedit.eren.reader import ChatReader
     from robustedit.evaluate import evaluate_cases, summarise
+    from robustedit.evaluate.leakage import leak_guard
     from robustedit.models.arch import Architecture
     from robustedit.rep import (AdaptorConfig, RepEditBatch, RepTrainConfig, adaptor_state, fit_rep_adaptor,
                                 init_params)
@@ -263,8 +264,9 @@ def run_family(family: str, args, tok, cases: list[dict], run: Runner) -> None:
 
     def rep_fit():
         down = S["arch"].module(S["model"], "down_proj", layer)
-        S["rep"] = [fit_rep_adaptor(S["model"], tok, down, c, S["templates"], e.u, acfg=acfg, tcfg=tcfg,
-                                    seed=args.seed, device=dev) for c, e in zip(cases, S["edits"])]
+        S["rep"] = [fit_rep_adaptor(S["model"], tok, down, c, S["templates"], e.u, leaks=leak_guard(tok, c),
+                                    acfg=acfg, tcfg=tcfg, seed=args.seed, device=dev)
+                    for c, e in zip(cases, S["edits"])]
         logs = [r.log for r in S["rep"]]
         return {"cases": len(logs), "rep_steps": tcfg.steps, "pool": sum(sum(g["pool"].values()) for g in logs),
                 "loss_first": mean(g["steps"][0]["loss"] for g in logs),

@@ -11,12 +11,12 @@ from pathlib import Path
 from robustedit.data.cases import attach_perturbations, attach_rephrases
 from robustedit.data.counterfact import join_case, pool_index, pool_to_rep
 from robustedit.data.filtering import teacher_forced_exact_match
-from robustedit.data.perturb import wikitext_words
 from robustedit.errors import ConfigError, RecordError
 from robustedit.io import read_json, write_json, write_jsonl
 from robustedit.manifest import DataStore
 from robustedit.models.load import load_model, resolve_device
 from robustedit.pipeline.stage import model_dir, stage_app
+from robustedit.pipeline.wikitext import context_words
 
 
 def load_split(store: DataStore, data_cfg: dict, split: str) -> tuple[list[dict], dict, dict, str]:
@@ -33,15 +33,6 @@ def load_split(store: DataStore, data_cfg: dict, split: str) -> tuple[list[dict]
     if not isinstance(records, list):
         raise RecordError(f"{rel}: expected a JSON list of records")
     return records, pool, patil, rel
-
-
-def context_words(store: DataStore, lc_cfg: dict) -> list[str]:
-    if lc_cfg["source"] == "local":
-        return wikitext_words([store.path(f).read_text() for f in lc_cfg["local_files"]])
-    from datasets import load_dataset  # hub source: only when configured
-
-    hub = lc_cfg["hub"]
-    return wikitext_words(load_dataset(hub["path"], hub["name"], split=hub["split"])["text"])
 
 
 def llm_rephrases(cfg: dict, subjects: list[str]) -> tuple[dict[str, list[str]], str, dict]:

@@ -16,11 +16,16 @@ from pathlib import Path
 
 import torch
 
+from robustedit.evaluate.leakage import leak_guard
 from robustedit.io import (CasePieces, checkpoint_stamp, read_json, read_jsonl, remove_stray_temps, save_torch,
                            write_jsonl)
+from robustedit.manifest import DataStore
 from robustedit.models.load import load_model, resolve_device
-from robustedit.rep import AdaptorConfig, RepTrainConfig, fit_rep_adaptor
 from robustedit.pipeline.stage import model_dir, stage_app, stage_dir
+from robustedit.pipeline.wikitext import context_words, snippets
+from robustedit.rep import AdaptorConfig, RepTrainConfig, fit_rep_adaptor
+from robustedit.rome.compute_u import MomentSolver
+from robustedit.seeding import py_rng
 
 PRINT_EVERY = 8  # cases between progress lines (every case is saved as soon as it is trained)
 STAMP_FILES = (__file__,)  # the script a checkpoint's code version covers (besides the library, pipeline glue included)
@@ -46,11 +51,20 @@ def main(cfg: dict, out_dir: Path) -> None:
     lm = load_model(model_dir(cfg), cfg["model"], hw["device"], hw["dtype"])
     device, layer = resolve_device(hw["device"]), edits["layer"]
     down_proj = lm.arch.module(lm.model, "down_proj", layer)
+    words = (context_words(DataStore(cfg["paths"]["data"]), cfg["data"]["long_context"])
+             if tcfg.gate_loss_weight > 0 and tcfg.gate_negative_snippets > 0 else [])
+    whiten = None
+    if tcfg.objective == "distance_whitened":  # ROME's C = L Lᵀ, factorised once on the run's device
+        moment = torch.load(stage_dir(cfg, "stats") / "mom2.pt", weights_only=True)["moment"]
+        whiten = MomentSolver(moment, device=device).factor
 
     def fit_case(i: int, case: dict):
         # the keys sit below the edited weight, so ROME's ΔW need not be applied to read them
+        negatives = snippets(words, tcfg.gate_negative_snippets, tcfg.gate_negative_words,
+                             py_rng(cfg["seed"], "rep_gate_negative_text", case["case_id"])) if words else []
         return fit_rep_adaptor(lm.model, lm.tokenizer, down_proj, case, templates, edits["u"][i].to(device),
-                               acfg=acfg, tcfg=tcfg, seed=cfg["seed"], device=device)
+                               leaks=leak_guard(lm.tokenizer, case), acfg=acfg, tcfg=tcfg, seed=cfg["seed"],
+                               device=device, negative_texts=negatives, whiten=whiten)
 
     stamp = checkpoint_stamp("rep", out_dir, STAMP_FILES)
     states, logs = train_cases(cases, fit_case, out_dir / f"{split}.adaptors.partial", stamp,

@@ -23,6 +23,7 @@ from robustedit.eren.notebook import Notebook
 from robustedit.eren.reader import ChatReader
 from robustedit.eren.robustness import edit_statement, evaluate_robustness
 from robustedit.evaluate import evaluate_cases
+from robustedit.evaluate.leakage import leak_guard
 from robustedit.models.arch import Architecture
 from robustedit.models.load import resolve_device
 from robustedit.rep import (AdaptorConfig, RepEditBatch, RepTrainConfig, TrainingKeys, fit_rep_adaptor, init_params,
@@ -222,7 +223,8 @@ def rep_and_evaluation(model, tok, device) -> dict:
     u = torch.randn(ARCH.key_dim(model, LAYER), generator=torch.Generator().manual_seed(1))
     tcfg = RepTrainConfig(steps=3, gate_loss_weight=0.5, gate_max_negatives=5)
     down = ARCH.module(model, "down_proj", LAYER)
-    fit = fit_rep_adaptor(model, tok, down, CASES[0], TEMPLATES, u / u.norm(), tcfg=tcfg, seed=0, device=device)
+    fit = fit_rep_adaptor(model, tok, down, CASES[0], TEMPLATES, u / u.norm(), leaks=leak_guard(tok, CASES[0]),
+                          tcfg=tcfg, seed=0, device=device, negative_texts=["An unrelated line of text ."])
     edits = cpu_edits(model, len(CASES))
     rep = RepEditBatch(model, ARCH, LAYER, edits, [fit.state, None, fit.state], device)
 

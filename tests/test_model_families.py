@@ -21,6 +21,7 @@ from robustedit.edits import apply_rank_one, restore
 from robustedit.errors import ConfigError
 from robustedit.eren.reader import ChatReader, load_reader, reader_kind
 from robustedit.evaluate import evaluate_cases
+from robustedit.evaluate.leakage import leak_guard
 from robustedit.hooks import capture_input, capture_output
 from robustedit.models.arch import Architecture
 from robustedit.models.load import load_model
@@ -223,6 +224,7 @@ def test_rome_rep_and_evaluation_run_on_described_models(loaded, name):
     edits = [edit for edit, _ in out]
     down = lm.arch.module(lm.model, "down_proj", LAYER)
     fit = fit_rep_adaptor(lm.model, lm.tokenizer, down, CASES[0], templates, edits[0].u,
+                          leaks=leak_guard(lm.tokenizer, CASES[0]),
                           tcfg=RepTrainConfig(steps=2, batch_size=4), seed=0)
     rep = RepEditBatch(lm.model, lm.arch, LAYER, edits, [fit.state, None], "cpu")
     rome_res = evaluate_cases(lm.model, lm.tokenizer, lm.arch, CASES, edits, 8, "cpu", long_id_passages=1)

@@ -9,6 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from robustedit.errors import ConfigError
+from robustedit.evaluate.leakage import LeakGuard
 from robustedit.hooks import edit_input
 from robustedit.rep import (AdaptorConfig, RepTrainConfig, batch_schedule, build_pool, collect_training_keys,
                             fit_rep_adaptor, init_params, load_adaptor_state, train_on_keys)
@@ -202,9 +203,10 @@ def test_fit_is_deterministic_per_seed_and_case(llama_tok, tiny_llama_model):
             "neighborhood_prompts": ["Paris is the capital of"]}
     u = unit(dp.in_features, 1)
     tcfg = RepTrainConfig(steps=3, gate_loss_weight=0.5)
-    a = fit_rep_adaptor(tiny_llama_model, llama_tok, dp, case, TEMPLATES, u, tcfg=tcfg, seed=0)
-    b = fit_rep_adaptor(tiny_llama_model, llama_tok, dp, case, TEMPLATES, u, tcfg=tcfg, seed=0)
-    c = fit_rep_adaptor(tiny_llama_model, llama_tok, dp, case, TEMPLATES, u, tcfg=tcfg, seed=1)
+    kw = {"tcfg": tcfg, "leaks": LeakGuard([]).leaks, "negative_texts": ["An unrelated line of text ."]}
+    a = fit_rep_adaptor(tiny_llama_model, llama_tok, dp, case, TEMPLATES, u, seed=0, **kw)
+    b = fit_rep_adaptor(tiny_llama_model, llama_tok, dp, case, TEMPLATES, u, seed=0, **kw)
+    c = fit_rep_adaptor(tiny_llama_model, llama_tok, dp, case, TEMPLATES, u, seed=1, **kw)
     pa, _ = load_adaptor_state(a.state)
     assert all(torch.equal(pa[k], load_adaptor_state(b.state)[0][k]) for k in pa)
     assert not torch.equal(pa["lora_A"], load_adaptor_state(c.state)[0]["lora_A"])

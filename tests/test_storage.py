@@ -12,6 +12,7 @@ import torch
 from robustedit.io import CasePieces, save_torch
 from robustedit.models.arch import Architecture
 from robustedit.rep import AdaptorConfig, RepResult, RepTrainConfig, adaptor_state, fit_rep_adaptor, init_params
+from robustedit.evaluate.leakage import leak_guard
 from test_evaluate import make_case
 
 import rep_train  # noqa: E402
@@ -92,16 +93,15 @@ def test_rep_writes_each_case_once(tmp_path, saves):
 def test_killed_rep_run_resumes_to_identical_outputs(tmp_path, capsys, llama_tok, tiny_llama_model):
     """The real fit on a tiny model: a run killed after 2 of 3 cases, then rerun, writes the same files."""
     dp = ARCH.module(tiny_llama_model, "down_proj", LAYER)
-    base = {k: make_case(0)[k] for k in ("prompt", "subject", "subject_rephrases", "shuffled_subjects",
-                                         "long_context", "neighborhood_prompts")}
-    cases = [{**base, "case_id": c} for c in (7, 3, 9)]
+    cases = [{**make_case(0), "case_id": c} for c in (7, 3, 9)]
     us = torch.randn(3, dp.in_features, generator=torch.Generator().manual_seed(0))
     us = us / us.norm(dim=1, keepdim=True)  # ROME's u is a unit vector
     templates = ["{}", "The. {}", "I {}"]
 
     def fit(i, case):
         return fit_rep_adaptor(tiny_llama_model, llama_tok, dp, case, templates, us[i],
-                               tcfg=RepTrainConfig(steps=2, gate_loss_weight=0.5), seed=0)
+                               leaks=leak_guard(llama_tok, case), tcfg=RepTrainConfig(steps=2, gate_loss_weight=0.5),
+                               seed=0)
 
     def dies_at_third(i, case):
         if i == 2:

@@ -60,7 +60,9 @@ STAGES: dict[str, Stage] = {
     # teacher-forced evaluation of the ROME edits (and of the unedited model)
     "eval_rome": Stage(("eval.max_length", "eval.long_id_passages", *LOADS_MODEL, *BATCHES), ("rome",)),
     # one REP adaptor per case, trained on ROME's u; not rep.gate_threshold, which only evaluation applies
-    "rep": Stage(("seed", "rep.adaptor", "rep.train", *LOADS_MODEL), ("rome",)),
+    # (the gate's negative snippets are drawn from data.long_context's corpus; whitened objectives read stats)
+    "rep": Stage(("seed", "rep.adaptor", "rep.train", "data.long_context", *LOADS_MODEL), ("rome", "stats"),
+                 ("data.long_context.local_files",)),
     # ROME+REP evaluation: the gate threshold, the test-time dropout (seeded) and the method's label
     "eval_rep": Stage(("seed", "rep.name", "rep.adaptor.eval_dropout", "rep.gate_threshold", "eval.max_length",
                        "eval.long_id_passages", *LOADS_MODEL, *BATCHES), ("rep", "eval_rome")),
