@@ -212,3 +212,63 @@ def test_fit_is_deterministic_per_seed_and_case(llama_tok, tiny_llama_model):
     assert not torch.equal(pa["lora_A"], load_adaptor_state(c.state)[0]["lora_A"])
     assert a.log["pool"] == {"original": len(TEMPLATES) - 1, "rephrase": 12, "shuffle": 12, "long": 1}
     assert len(a.log["steps"]) == 3 and "gate" in a.log["steps"][0]
+
+
+# ---------------------------------------------------------------- objective variants, full batch, scaling
+def _keys(n=6, d=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d, generator=g), torch.randn(d, generator=g)
+
+
+def test_objectives_against_their_formulas():
+    from robustedit.rep.train import agg_loss
+
+    a, k = _keys()
+    u = F.normalize(torch.randn(16, generator=torch.Generator().manual_seed(3)), dim=0)
+    cos = sum(-float(torch.dot(a[i], u) / a[i].norm()) for i in range(6)) / 6
+    raw = sum(float(((a[i] - k) ** 2).sum() / (k ** 2).sum()) for i in range(6)) / 6
+    share = sum(max(0.0, 1 - float(torch.dot(u, a[i]) / torch.dot(u, k))) ** 2 for i in range(6)) / 6
+    m = torch.randn(16, 16, generator=torch.Generator().manual_seed(4))
+    C = m @ m.T + 16 * torch.eye(16)
+    Cinv = torch.linalg.inv(C)
+    white = sum(float((a[i] - k) @ Cinv @ (a[i] - k) / (k @ Cinv @ k)) for i in range(6)) / 6
+    L = torch.linalg.cholesky(C)
+    assert agg_loss("cosine_u", a, k, u).item() == pytest.approx(cos, rel=1e-5)
+    assert agg_loss("distance_raw", a, k, u).item() == pytest.approx(raw, rel=1e-5)
+    assert agg_loss("edit_share", a, k, u).item() == pytest.approx(share, rel=1e-5)
+    assert agg_loss("distance_whitened", a, k, u, L).item() == pytest.approx(white, rel=1e-4)
+    assert agg_loss("distance_raw", k.expand(3, 16), k, u).item() == 0  # the keys on k* itself: no loss
+    with pytest.raises(ConfigError, match="whitening"):
+        agg_loss("distance_whitened", a, k, u)
+    with pytest.raises(ConfigError, match="objective"):
+        RepTrainConfig(objective="cosine")
+
+
+def test_full_batch_schedule_and_key_dim_scaling():
+    from robustedit.rep.train import scaled_rates
+
+    assert batch_schedule(5, None, 3, random.Random(0)) == [[0, 1, 2, 3, 4]] * 3
+    release = RepTrainConfig()
+    assert scaled_rates(release, 1536) == (release.lr, release.gate_lr, release.consistency_weight)
+    lr, gate_lr, cw = scaled_rates(RepTrainConfig(key_dim_reference=11008, gate_lr=1e-3), 1536)
+    assert lr == pytest.approx(5e-4 * (11008 / 1536) ** 0.5) and gate_lr == pytest.approx(1e-3 * (11008 / 1536) ** 0.5)
+    assert cw == pytest.approx(50000.0 * 1536 / 11008)  # the same weight on the summed squared error
+    assert scaled_rates(RepTrainConfig(key_dim_reference=11008), 11008) == (5e-4, None, 50000.0)
+
+
+def test_k_star_is_a_gate_positive_only_when_asked(setup, llama_tok):
+    """gate_original_positive=False trains the gate on the pool's subject-last keys only."""
+    model, dp, original, pool = setup
+    keys = collect_training_keys(model, llama_tok, dp, original, pool, negative_prompts=["Paris is nice"],
+                                 with_gate_data=True)
+    params = init_params(dp.in_features, AdaptorConfig(), torch.Generator().manual_seed(0))
+    u = unit(dp.in_features, 0)
+    runs = {}
+    for flag in (True, False):
+        tcfg = RepTrainConfig(steps=2, gate_loss_weight=1.0, gate_original_positive=flag)
+        _, log = train_on_keys(params, AdaptorConfig(), keys, u, tcfg, batch_rng=random.Random(0),
+                               dropout_generator=torch.Generator().manual_seed(0))
+        runs[flag] = log
+    assert runs[True].gate["positives"]["n"] == keys.gate_pos.shape[0]
+    assert runs[False].gate["positives"]["n"] == keys.gate_pos.shape[0] - 1
+    assert runs[True].steps[0]["gate"] != runs[False].steps[0]["gate"]
