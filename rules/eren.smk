@@ -80,6 +80,8 @@ rule eren_eval:
 rule eren_table:
     input:
         summaries=[stage_dir(c, "eren_eval") / f"{d}.summary.json" for c in EREN_EVAL_CFGS for d in EREN_DATASETS],
+        # the per-item records beside each summary, read (not passed) by make_eren_table.py for the intervals
+        per_item=[stage_dir(c, "eren_eval") / f"{d}.items.jsonl" for c in EREN_EVAL_CFGS for d in EREN_DATASETS],
     output:
         csv=report(f"{RESULTS}/tables/eren.csv", caption="../report/eren.rst", category="Tables"),
         md=f"{RESULTS}/tables/eren.md",

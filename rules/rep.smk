@@ -55,6 +55,16 @@ rule gate_threshold:
     input:
         summaries=needs_splits("rep.sweep_splits", [stage_dir(s, "eval_rep", split) / f"{split}.summary.json"
                                                     for _, _, s in SWEEP_CFGS for split in s["rep"]["sweep_splits"]]),
+        # the per-case results beside each summary, read (not passed) by make_gate_table.py for the intervals
+        results=needs_splits("rep.sweep_splits", [stage_dir(s, "eval_rep", split) / f"{split}.results.jsonl"
+                                                  for _, _, s in SWEEP_CFGS for split in s["rep"]["sweep_splits"]]),
+        # each run's ROME evaluation on the sweep splits (and its results): the paired differences' baseline
+        rome=needs_splits("rep.sweep_splits", list(dict.fromkeys(
+            stage_dir(c, "eval_rome", split) / f"{split}.summary.json"
+            for c, _, _ in SWEEP_CFGS for split in c["rep"]["sweep_splits"]))),
+        rome_results=needs_splits("rep.sweep_splits", list(dict.fromkeys(
+            stage_dir(c, "eval_rome", split) / f"{split}.results.jsonl"
+            for c, _, _ in SWEEP_CFGS for split in c["rep"]["sweep_splits"]))),
     output:
         csv=report(f"{RESULTS}/tables/gate_threshold.csv", caption="../report/gate_threshold.rst", category="Tables"),
         figure=report(f"{RESULTS}/figures/gate_threshold.png", caption="../report/gate_threshold.rst",
@@ -70,4 +80,5 @@ rule gate_threshold:
         f"{RESULTS}/benchmarks/gate_threshold.tsv"
     shell:
         "{params.py:q} scripts/make_gate_table.py --out-csv {output.csv:q} --out-png {output.figure:q}"
-        " --thresholds {params.thresholds:q} --summaries {input.summaries:q} > {log:q} 2>&1"
+        " --thresholds {params.thresholds:q} --summaries {input.summaries:q} --rome-summaries {input.rome:q}"
+        " > {log:q} 2>&1"

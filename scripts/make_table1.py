@@ -1,18 +1,33 @@
-"""Table 1 (REP paper): one row per (model, method) from evaluation summaries, in percent.
+"""Table 1 (REP paper): one row per (model, method) from evaluation summaries, in percent, with 95% intervals.
 
     python scripts/make_table1.py --out-csv results/tables/table1.csv --out-md results/tables/table1.md \
         results/<model>/eval_rome/<hash>/test.summary.json ...
-Rows: the unedited model (pre-edit scores) and each method. The metric and aggregation are columns:
-exact_match@1, micro-averaged (the REP paper's) unless --metric / --aggregation pick another block of the
-summaries (each holds every metric x aggregation).
+Rows: the unedited model (pre-edit scores) and each method; after each method of a model other than ROME
+and Unedited, a row "<method> − ROME": the paired difference on the cases both rows cover (n_cases: all of
+ROME's for ROME+REP, EREN's seeded subset for EREN). The metric and aggregation are columns: exact_match@1,
+micro-averaged (the REP paper's) unless --metric / --aggregation pick another block of the summaries.
+Columns (robustedit.pipeline.tables.TABLE1_CSV): model, method, n_cases, then per metric column
+(success, locality, rephrase_id, shuffle_id, long_id, rephrase_ood, shuffle_ood, long_ood, paraphrase, patil)
+the value and its interval `<col>`, `<col>_lo`, `<col>_hi`, then metric, aggregation, split. The Markdown
+shows each cell as `value [lo, hi]`. Intervals: seeded case-level percentile bootstrap
+(robustedit.analysis.bootstrap) on each summary's sibling <split>.results.jsonl; nothing is re-evaluated.
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from robustedit.io import atomic_path, read_json
-from robustedit.pipeline.tables import AGGREGATION, COLUMNS, METRIC, rows_from
+from robustedit.analysis.bootstrap import LEVEL, N_BOOT
+from robustedit.analysis.tables import write_csv
+from robustedit.io import atomic_path, read_json, read_jsonl
+from robustedit.pipeline.tables import (
+    AGGREGATION, METRIC, METRIC_COLUMNS, MINUS, ROME, TABLE1_CSV, markdown, sibling, table1_rows,
+)
+
+MD_COLUMNS = ["model", "method", "n_cases", *METRIC_COLUMNS, "metric", "aggregation", "split"]
+NOTE = (f"Cells: value [{LEVEL:.0%} interval], a seeded case-level percentile bootstrap ({N_BOOT} resamples of "
+        f"the cases, every item kept with its case). Rows \"<method>{MINUS}{ROME}\": the paired difference on the "
+        f"n_cases cases both rows cover, the same resampled cases for both.")
 
 
 def main() -> None:
@@ -23,17 +38,10 @@ def main() -> None:
     ap.add_argument("--metric", default=METRIC)
     ap.add_argument("--aggregation", default=AGGREGATION)
     args = ap.parse_args()
-    rows, seen = [], set()
-    for path in args.summaries:
-        for row in rows_from(read_json(path), args.metric, args.aggregation):
-            key = (row["model"], row["method"])
-            if key not in seen:  # the unedited row of a model appears once
-                seen.add(key)
-                rows.append(row)
-    with atomic_path(args.out_csv) as tmp:
-        tmp.write_text("\n".join([",".join(COLUMNS)] + [",".join(str(r[c]) for c in COLUMNS) for r in rows]) + "\n")
-    md = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    md += ["| " + " | ".join(str(r[c]) for c in COLUMNS) + " |" for r in rows]
+    entries = [(read_json(p), read_jsonl(sibling(p))) for p in args.summaries]
+    rows = table1_rows(entries, args.metric, args.aggregation)
+    write_csv(args.out_csv, rows, TABLE1_CSV)
+    md = markdown(rows, MD_COLUMNS, METRIC_COLUMNS) + ["", NOTE]
     with atomic_path(args.out_md) as tmp:
         tmp.write_text("\n".join(md) + "\n")
     print("\n".join(md))

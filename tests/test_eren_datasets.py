@@ -112,11 +112,12 @@ def test_qa_file_through_index_eval_and_table(tmp_path, where):
     cfg2, _ = only_mine(tmp_path / "x", RECORDS, where)
     statements2 = eren_index.notebook_statements(cfg2, DataStore(cfg2["paths"]["data"]))
     eren_index.build_notebook(HashEncoder(), "flat", statements2["mine"], stage_dir(cfg2, "eren_index") / "mine")
-    _, summary2 = eren_eval.evaluate_dataset(cfg2, "mine", HashEncoder(), stub_reader())
+    records2, summary2 = eren_eval.evaluate_dataset(cfg2, "mine", HashEncoder(), stub_reader())
     assert summary2["methods"]["eren"]["n_out_of_scope"] == 0 and summary2["methods"]["eren"]["BP"] is None
 
-    for name, s in (("a", summary), ("b", summary2)):
+    for name, s, recs in (("a", summary, records), ("b", summary2, records2)):
         (tmp_path / f"{name}.summary.json").write_text(json.dumps(s))
+        (tmp_path / f"{name}.items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     old, sys.argv = sys.argv, ["x", str(tmp_path / "a.summary.json"), str(tmp_path / "b.summary.json"),
                                "--out-csv", str(tmp_path / "eren.csv"), "--out-md", str(tmp_path / "eren.md")]
     try:
@@ -126,10 +127,17 @@ def test_qa_file_through_index_eval_and_table(tmp_path, where):
     lines = (tmp_path / "eren.csv").read_text().splitlines()
     header = lines[0].split(",")
     rows = [dict(zip(header, line.split(","))) for line in lines[1:]]
-    assert [(r["dataset"], r["method"]) for r in rows] == [("mine", m) for m in
-                                                           ["EREN", "one-step MRC", "unedited reader"] * 2]
-    assert rows[2]["BP"] == "100.0" and rows[0]["paper_ES"] == ""  # no paper numbers for this set
-    assert {(r["BP"], r["EQ"]) for r in rows[3:]} == {("n/a", "n/a")} and all(r["ES"] for r in rows[3:])
+    names = [make_eren_table.METHOD_NAMES.get(m, m) for m in summary["methods"]]
+    methods = names + [f"EREN − {n}" for n in names if n != "EREN"]  # each method, then EREN's differences
+    assert [(r["dataset"], r["method"]) for r in rows] == [("mine", m) for m in methods * 2]
+    first, second = rows[:len(methods)], rows[len(methods):]
+    unedited = first[names.index("unedited reader")]
+    assert unedited["BP"] == unedited["BP_lo"] == unedited["BP_hi"] == "100"  # the unedited reader, by definition
+    assert rows[0]["paper_ES"] == ""  # no paper numbers for this set
+    for r in first[:len(names)]:
+        assert float(r["ES_lo"]) <= float(r["ES"]) <= float(r["ES_hi"])
+    assert {(r["BP"], r["EQ"], r["BP_lo"], r["EQ_hi"]) for r in second} == {("n/a",) * 4}
+    assert all(r["ES"] for r in second)
 
 
 def test_user_file_content_names_the_directories(tmp_path):

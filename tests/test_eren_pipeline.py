@@ -104,11 +104,22 @@ def test_eval_stage_on_stubs_with_every_edit_in_the_notebook(tmp_path, dataset, 
     # closed-book once per distinct query (shared by all methods), step 1 once per query and note-reading method
     assert reader.n_prompts <= 3 * summary["timing"]["n_distinct_queries"]
     assert summary["methods"]["unedited"]["BP"] == 100.0
-    rows = make_eren_table.rows_from(summary)
-    assert [r["method"] for r in rows] == ["EREN", "one-step MRC", "unedited reader"]
-    assert rows[0]["paper_EQ"] in (96.9, 80.5) and rows[1]["paper_EQ"] is None
+    rows = make_eren_table.rows_from(summary, records)
+    names = [make_eren_table.METHOD_NAMES.get(m, m) for m in summary["methods"]]
+    assert [r["method"] for r in rows] == names + [f"EREN − {n}" for n in names if n != "EREN"]
+    by = dict(zip([r["method"] for r in rows], rows))
+    assert by["EREN"]["paper_EQ"] in (96.9, 80.5) and by["one-step MRC"]["paper_EQ"] is None
+    assert by["EREN − one-step MRC"]["paper_EQ"] is None
+    for r, s in zip(rows, summary["methods"].values()):  # the summary's values, inside record-level intervals
+        assert r["ES"] == pytest.approx(s["ES"]) and r["BP"] == pytest.approx(s["BP"])
+        for col in ("ES", "BP", "EQ", "fallback_in_scope", "own_note_retrieved_in_scope"):
+            assert r[f"{col}_lo"] <= r[col] <= r[f"{col}_hi"], (r["method"], col)
+    assert by["EREN − unedited reader"]["BP"] == pytest.approx(by["EREN"]["BP"] - 100.0)  # unedited: BP 100
     make_eren_table.write_tables(rows, tmp_path / "eren.csv", tmp_path / "eren.md")
-    assert (tmp_path / "eren.csv").read_text().splitlines()[0].startswith("reader,dataset,method,ES,BP,EQ")
+    header = (tmp_path / "eren.csv").read_text().splitlines()[0]
+    assert header.startswith("reader,dataset,method,ES,ES_lo,ES_hi,BP,BP_lo,BP_hi,EQ,EQ_lo,EQ_hi,paper_ES")
+    assert f"| {rows[0]['ES']:.1f} [{rows[0]['ES_lo']:.1f}, {rows[0]['ES_hi']:.1f}] |" in \
+        (tmp_path / "eren.md").read_text()
 
 
 def test_eval_stage_refuses_a_notebook_of_other_statements(tmp_path):

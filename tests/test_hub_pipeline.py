@@ -60,9 +60,12 @@ def test_table1_has_every_method_for_both_families(hub_run):
     rows = list(csv.DictReader((results / "tables" / "table1.csv").open()))
     for model in EDIT_MODELS:
         methods = [r["method"] for r in rows if r["model"] == model]
-        assert methods == ["Unedited", "ROME", "ROME+REP", "EREN"], methods
+        assert methods == ["Unedited", "ROME", "ROME+REP", "ROME+REP − ROME", "EREN", "EREN − ROME"], methods
     for r in rows:
-        assert 0.0 <= float(r["success"]) <= 100.0 and 0.0 <= float(r["locality"]) <= 100.0
+        for col in ("success", "locality"):
+            assert float(r[f"{col}_lo"]) <= float(r[col]) <= float(r[f"{col}_hi"]), (r["method"], col)
+            if " − " not in r["method"]:  # a score, not a paired difference
+                assert 0.0 <= float(r[col]) <= 100.0
 
 
 def test_rome_runs_v_star_in_bf16_on_both_families(hub_run):

@@ -1,11 +1,19 @@
-"""Table and figure scripts on hand-made summaries (no model)."""
+"""Table and figure scripts on hand-made summaries and per-case results (no model)."""
+import csv
+import json
+import sys
 
 import pytest
 
-
 import make_gate_table  # noqa: E402
+import make_table1  # noqa: E402
 
-from robustedit.pipeline.tables import rows_from  # noqa: E402
+from robustedit.errors import DataIntegrityError  # noqa: E402
+from robustedit.eren.robustness import per_case_items, suite_summary  # noqa: E402
+from robustedit.evaluate.suite import summarise  # noqa: E402
+from robustedit.pipeline.tables import METRIC_COLUMNS, TABLE1_CSV, rows_from, sibling  # noqa: E402
+
+GROUPS = ("success", "locality", "rephrase_id", "long_ood")  # the columns these cases have items in
 
 
 def summary(method, split="valid", success=50.0, include_unedited=True, model="m"):
@@ -16,6 +24,61 @@ def summary(method, split="valid", success=50.0, include_unedited=True, model="m
             "summaries": {"post/exact_match/micro": block, "pre/exact_match/micro": pre}}
 
 
+def results(n_cases, hit, pre_hit=lambda ci, j: 0.0, n_items=lambda ci, group: 2):
+    """Per-case records as evaluate_cases writes them; hit(ci, j) is item j's exact match (locality: 1)."""
+    out = []
+    for ci in range(n_cases):
+        items = []
+        for group in GROUPS:
+            for j in range(n_items(ci, group)):
+                post = {"exact_match@1": hit(ci, j), "locality_agreement@1": 1.0 if group == "locality" else 0.5}
+                pre = {"exact_match@1": pre_hit(ci, j), "locality_agreement@1": 1.0}
+                items.append({"group": group, "prompt": f"p{ci}.{j}", "target": "t", **post, "pre": pre})
+        out.append({"case_id": 100 + ci, "items": items})
+    return out
+
+
+def eval_summary(method, per_case, include_unedited=True, split="valid", model="m"):
+    blocks = {f"{stage}/exact_match/{agg}": summarise(per_case, "exact_match", agg, stage=stage)
+              for stage in ("pre", "post") for agg in ("micro", "case_mean")}
+    return {"method": method, "model": model, "split": split, "include_unedited": include_unedited,
+            "summaries": blocks}
+
+
+def eren_results(case_ids, correct):
+    """EREN suite items (robustedit.eren.robustness format) of the given cases; correct(cid, j) in scope."""
+    items = []
+    for cid in case_ids:
+        for group in GROUPS:
+            for j in range(2):
+                it = {"id": cid, "group": group, "in_scope": group != "locality"}
+                if it["in_scope"]:
+                    it.update(correct=bool(correct(cid, j)), correct_unedited=False)
+                else:
+                    it["unchanged"] = j == 0
+                items.append(it)
+    blocks = {f"{stage}/exact_match/{agg}": suite_summary(items, agg, unedited=stage == "pre")
+              for stage in ("pre", "post") for agg in ("micro", "case_mean")}
+    return per_case_items(items), {"method": "EREN", "model": "m", "split": "valid", "include_unedited": False,
+                                   "summaries": blocks}
+
+
+def save(tmp_path, name, summary_, per_case):
+    path = tmp_path / name / "valid.summary.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(summary_))
+    sibling(path).write_text("".join(json.dumps(c) + "\n" for c in per_case))
+    return path
+
+
+def run_script(module, args):
+    old, sys.argv = sys.argv, ["x", *map(str, args)]
+    try:
+        module.main()
+    finally:
+        sys.argv = old
+
+
 def test_table1_rows_unedited_once_and_rep_without_unedited():
     rows = rows_from(summary("ROME"), "exact_match", "micro")
     assert [r["method"] for r in rows] == ["Unedited", "ROME"]
@@ -24,15 +87,88 @@ def test_table1_rows_unedited_once_and_rep_without_unedited():
     assert [r["method"] for r in rep] == ["ROME+REP"]
 
 
-def test_gate_rows_sorted_by_threshold_and_deduplicated(tmp_path):
-    sums = [summary("ROME+REP", success=s) for s in (10.0, 20.0, 30.0)]
-    rows = make_gate_table.gate_rows(sums, [0.9, 0.5, 0.9], "exact_match", "micro")
-    assert [(r["threshold"], r["success"]) for r in rows] == [(0.5, 20.0), (0.9, 30.0)]
+@pytest.fixture
+def table1(tmp_path):
+    """Table 1 of ROME (12 cases), ROME+REP (better on rephrase_id in every case) and EREN (8 of the cases)."""
+    rome = results(12, hit=lambda ci, j: float((ci + j) % 3 == 0), pre_hit=lambda ci, j: float(ci % 4 == 0))
+    rep = results(12, hit=lambda ci, j: 0.0)
+    for case in rep:  # REP: the same as ROME except rephrase_id, all hits
+        for item, base in zip(case["items"], next(c for c in rome if c["case_id"] == case["case_id"])["items"]):
+            if item["group"] != "rephrase_id":
+                item.update({k: base[k] for k in ("exact_match@1", "locality_agreement@1", "pre")})
+            else:
+                item["exact_match@1"] = 1.0
+    eren_cases, eren_sum = eren_results([100 + ci for ci in range(0, 12, 3)] + [104, 105, 107, 108],
+                                        correct=lambda cid, j: cid % 2)
+    paths = [save(tmp_path, "rome", eval_summary("ROME", rome), rome),
+             save(tmp_path, "rep", eval_summary("ROME+REP", rep, include_unedited=False), rep),
+             save(tmp_path, "eren", eren_sum, eren_cases)]
+    out = tmp_path / "table1.csv"
+    run_script(make_table1, [*paths, "--out-csv", out, "--out-md", tmp_path / "table1.md"])
+    return list(csv.DictReader(out.open())), (tmp_path / "table1.md").read_text(), out
+
+
+def test_table1_has_intervals_and_paired_differences_to_rome(table1):
+    rows, md, out = table1
+    assert out.read_text().splitlines()[0].split(",") == TABLE1_CSV
+    assert [r["method"] for r in rows] == ["Unedited", "ROME", "ROME+REP", "ROME+REP − ROME", "EREN", "EREN − ROME"]
+    assert [r["n_cases"] for r in rows] == ["12", "12", "12", "12", "8", "8"]  # EREN: paired on its 8 cases
+    by = {r["method"]: r for r in rows}
+    for r in rows:
+        for col in METRIC_COLUMNS:
+            if r[col] == "":
+                assert r[f"{col}_lo"] == r[f"{col}_hi"] == ""  # no items (shuffle_id ...): no interval
+            else:
+                assert float(r[f"{col}_lo"]) <= float(r[col]) <= float(r[f"{col}_hi"]), (r["method"], col)
+    assert by["Unedited"]["success"] == "25" and by["ROME"]["success"] == "33.3333"  # pre values, then post
+    assert float(by["ROME"]["success_lo"]) < float(by["ROME"]["success_hi"])
+    diff = by["ROME+REP − ROME"]
+    assert float(diff["rephrase_id"]) == pytest.approx(100 - 100 / 3) and 0 < float(diff["rephrase_id_lo"]) < 66
+    assert 66.7 < float(diff["rephrase_id_hi"]) < 100.0
+    assert diff["success"] == diff["success_lo"] == diff["success_hi"] == "0"  # the same on every case
+    assert by["EREN − ROME"]["metric"] == "eren_answer_match@1+eren_output_unchanged@1 − " \
+                                          "exact_match@1+locality_agreement@1"
+    assert "| m | ROME | 12 | 33.3 [" in md and "| ROME+REP − ROME | 12 | 0.0 [0.0, 0.0] |" in md
+    assert "case-level percentile bootstrap (2000 resamples" in md
+
+
+def test_table1_refuses_results_that_do_not_match_the_summary(tmp_path):
+    rome = results(4, hit=lambda ci, j: 1.0)
+    stale = eval_summary("ROME", results(4, hit=lambda ci, j: 0.0))
+    path = save(tmp_path, "rome", stale, rome)
+    with pytest.raises(DataIntegrityError, match="m ROME .valid.: column success is 0.0 in the summary but 100.0"):
+        run_script(make_table1, [path, "--out-csv", tmp_path / "t.csv", "--out-md", tmp_path / "t.md"])
+
+
+def entries(split="valid"):
+    """(summary, per-case) of ROME and of ROME+REP at three thresholds (the last repeats 0.9)."""
+    rome = results(6, hit=lambda ci, j: float(j == 0))
+    reps = [results(6, hit=lambda ci, j, s=s: float(j == 0 or (ci < s))) for s in (2, 4, 6)]
+    return ((eval_summary("ROME", rome, split=split), rome),
+            [(eval_summary("ROME+REP", r, False, split=split), r) for r in reps])
+
+
+def test_gate_rows_sorted_by_threshold_deduplicated_with_differences_to_rome(tmp_path):
+    rome, reps = entries()
+    rows = make_gate_table.gate_rows(reps, [0.9, 0.5, 0.9], "exact_match", "micro", [rome])
+    assert [(r["method"], r["threshold"]) for r in rows] == [("ROME+REP", 0.5), ("ROME+REP", 0.9),
+                                                             ("ROME+REP − ROME", 0.5), ("ROME+REP − ROME", 0.9)]
+    assert [r["success"] for r in rows] == pytest.approx([100 * 10 / 12, 100.0, 100 * 4 / 12, 50.0])
+    for r in rows:
+        assert r["success_lo"] <= r["success"] <= r["success_hi"] and r["shuffle_id"] is None
+    assert rows[3]["success_lo"] == rows[3]["success_hi"] == 50.0  # REP wins every case's second item
     with pytest.raises(ValueError, match="2 summaries but 3 thresholds"):
-        make_gate_table.gate_rows(sums[:2], [0.1, 0.2, 0.3], "exact_match", "micro")
-    make_gate_table.write_csv(rows, tmp_path / "g.csv")
+        make_gate_table.gate_rows(reps[:2], [0.1, 0.2, 0.3], "exact_match", "micro")
+    assert len(make_gate_table.gate_rows(reps, [0.9, 0.5, 0.9], "exact_match", "micro")) == 2  # no ROME given
+
+
+def test_gate_table_script_writes_bounds_and_a_plot(tmp_path):
+    rome, reps = entries()
+    paths = [save(tmp_path, f"rep{i}", s, pc) for i, (s, pc) in enumerate(reps[:2])]
+    rome_path = save(tmp_path, "rome", *rome)
+    run_script(make_gate_table, ["--summaries", *paths, "--thresholds", 0.9, 0.5, "--out-csv", tmp_path / "g.csv",
+                                 "--out-png", tmp_path / "g.png", "--rome-summaries", rome_path])
     lines = (tmp_path / "g.csv").read_text().splitlines()
-    assert lines[0].startswith("model,method,split,threshold")
-    assert lines[1].startswith("m,ROME+REP,valid,0.5,3,20.0,90.0,40.0,,")
-    make_gate_table.plot(rows, tmp_path / "g.png")
+    assert lines[0].startswith("model,method,split,threshold,n_cases,success,success_lo,success_hi,locality,")
+    assert lines[1].startswith("m,ROME+REP,valid,0.5,6,83.3333,")
     assert (tmp_path / "g.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
