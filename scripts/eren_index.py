@@ -30,7 +30,7 @@ def build_notebook(encoder, kind: str, statements: list[str], folder: Path) -> d
 @stage_app("eren_index")
 def main(cfg: dict, out_dir: Path) -> None:
     store = DataStore(cfg["paths"]["data"])
-    encoder = load_encoder_from(cfg)
+    encoder = load_encoder_from(cfg, queries=False)  # notes only
     report = {}
     for dataset, statements in notebook_statements(cfg, store).items():
         report[dataset] = build_notebook(encoder, cfg["eren"]["index"], statements, out_dir / dataset)

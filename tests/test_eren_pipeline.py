@@ -46,6 +46,8 @@ def test_eren_stage_hash_examples():
     assert changed("eren.scaling.sizes=[100]") == {"eren_scaling"}
     assert changed("eren.suite.n_cases=3", "eval.long_id_passages=2") == {"eren_suite"}
     assert changed("eren.k=3") == {"eren_eval", "eren_scaling", "eren_suite"}
+    # the query side is not the notebook's (notes are always cut on the right)
+    assert changed("eren.query_truncation=right") == {"eren_eval", "eren_scaling", "eren_suite"}
     # the edit model's cases feed only the suite; ROME, REP, batch sizes and the faiss device feed none
     assert changed("model=gemma3-270m") == {"eren_suite"}
     assert changed("rome.v_lr=0.1", "rep.gate_threshold=0.5", "hardware.batch_size=3", "eren.encoder_batch_size=8",
@@ -64,6 +66,7 @@ def test_every_model_and_hardware_composes_with_eren(model, hardware):
     ("eren.index=ivf", "eren.index: 'ivf' is not one of"),
     ("eren.n_records=0", "eren.n_records: 0 is less than the minimum"),
     ("eren.methods=[eren,mend]", "eren.methods.1: 'mend' is not one of"),
+    ("eren.query_truncation=middle", "eren.query_truncation: 'middle' is not one of"),
     ("eren.suite.groups=[success,long]", "eren.suite.groups.1: 'long' is not one of"),
 ])
 def test_bad_eren_config_is_named(override, message):

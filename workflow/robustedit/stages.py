@@ -42,6 +42,8 @@ BATCHES = ("hardware.batch_size",)  # prompts per forward pass (read, but speed 
 # EREN's notebook encoder (robustedit.pipeline.eren load_encoder_from) and reader (load_reader_from)
 ENCODES = ("eren.encoder", "eren.encoder_batch_size", "hardware.device")
 READS_NOTES = ("eren.reader", "eren.k", "hardware.device", "hardware.dtype", "hardware.batch_size")
+# Stages that encode queries (the side an over-long one is cut on); eren_index encodes notes only
+ENCODES_QUERIES = ("eren.query_truncation",)
 
 STAGES: dict[str, Stage] = {
     # the converted weights (scripts/prepare_model.py; resources/models/<name>, not a hashed directory)
@@ -76,12 +78,13 @@ STAGES: dict[str, Stage] = {
     "eren_index": Stage(("eren.index", "eren.data", *ENCODES), (), ("eren.data",)),
     # ES/BP/EQ per data set and method: the reader and the seeded subsample of evaluated records
     "eren_eval": Stage(("seed", "eren.methods", "eren.n_records", "eren.data", "eren.faiss_device", *ENCODES,
-                        *READS_NOTES), ("eren_index",)),
+                        *ENCODES_QUERIES, *READS_NOTES), ("eren_index",)),
     # recall@k and latency against notebook size (own notebooks); the reader serves reader_queries > 0
-    "eren_scaling": Stage(("seed", "eren.scaling", *ENCODES, *READS_NOTES), (), ("eren.scaling.files",)),
+    "eren_scaling": Stage(("seed", "eren.scaling", *ENCODES, *ENCODES_QUERIES, *READS_NOTES), (),
+                          ("eren.scaling.files",)),
     # EREN on the run's robustness cases (Table 1's EREN row); notebook built from the cases' statements
     "eren_suite": Stage(("seed", "eren.index", "eren.faiss_device", "eren.suite", "eval.long_id_passages",
-                         *ENCODES, *READS_NOTES), ("cases",)),
+                         *ENCODES, *ENCODES_QUERIES, *READS_NOTES), ("cases",)),
 }
 
 # Keys a stage may read that no hash covers, each with the reason its value cannot change a result.

@@ -8,9 +8,16 @@ Two presets:
   normalisation, as EREN's retriever. Offline it raises ModelNotAvailableError.
 Any other name is taken as a local folder or hub id with mean pooling and normalisation off unless
 `normalize=True` is given.
+
+Truncation: notes are short and are cut on the right (what sentence-transformers and EREN do). Queries are
+cut on the side `query_truncation` names: "right" (the paper's and sentence-transformers' behaviour) keeps
+the start, "left" keeps the end. A long-context query is "passage + question", so right truncation at
+MiniLM's 256 word pieces drops the question and retrieval sees only the passage; left truncation keeps the
+question (and [CLS] ... [SEP] either way), as a reader of "context + question" would.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence
@@ -21,13 +28,32 @@ import torch
 from ..errors import ConfigError, ModelNotAvailableError
 
 
+TRUNCATION_SIDES = ("right", "left")
+# The library's default for queries: the paper's (and sentence-transformers') right truncation; the pipeline
+# sets eren.query_truncation (conf/eren/default.yaml: left).
+DEFAULT_QUERY_TRUNCATION = "right"
+
+
 class Encoder(Protocol):
-    """What the notebook needs: a name, a dimension and `encode(texts) -> float32 [n, dim]`."""
+    """What the notebook needs: a name, a dimension and `encode(texts) -> float32 [n, dim]` (notes).
+    An encoder may also have `encode_queries(texts)`, used for queries (else `encode`)."""
 
     name: str
     dim: int
 
     def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+def encode_queries(encoder: Encoder, texts: Sequence[str]) -> np.ndarray:
+    """Query embeddings: the encoder's `encode_queries` where it has one, else `encode`."""
+    fn = getattr(encoder, "encode_queries", None)
+    return fn(texts) if fn is not None else encoder.encode(texts)
+
+
+def check_truncation(side: str) -> str:
+    if side not in TRUNCATION_SIDES:
+        raise ConfigError(f"eren.query_truncation={side!r} is unknown; use one of {TRUNCATION_SIDES}")
+    return side
 
 
 @dataclass(frozen=True)
@@ -75,27 +101,40 @@ class TransformerEncoder:
     """Mean-pooled transformer sentence embeddings, computed in batches on an explicit device."""
 
     def __init__(self, model, tokenizer, spec: EncoderSpec, device: str | torch.device = "cpu",
-                 batch_size: int = 64):
+                 batch_size: int = 64, query_truncation: str = DEFAULT_QUERY_TRUNCATION):
         # 64 sentences per forward keeps a 2-core CPU busy without large padding waste.
         if batch_size < 1:
             raise ConfigError(f"encoder batch_size must be >= 1, got {batch_size}")
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
+        self.query_truncation = check_truncation(query_truncation)
+        # A copy cut on the queries' side (the tokenizer's call ignores a truncation_side argument); the
+        # caller's tokenizer is not modified.
+        self.query_tokenizer = copy.deepcopy(tokenizer)
+        self.query_tokenizer.truncation_side = self.query_truncation
         self.spec = spec
         self.name = spec.name
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.dim = int(model.config.hidden_size)
 
-    @torch.no_grad()
     def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Note embeddings (cut on the right, as sentence-transformers)."""
+        return self._encode(texts, self.tokenizer)
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Query embeddings, cut on the `query_truncation` side."""
+        return self._encode(texts, self.query_tokenizer)
+
+    @torch.no_grad()
+    def _encode(self, texts: Sequence[str], tokenizer) -> np.ndarray:
         texts = list(texts)
         if any(not isinstance(t, str) for t in texts):
             raise TypeError("encode expects a list of strings")
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for start in range(0, len(texts), self.batch_size):
             chunk = texts[start:start + self.batch_size]
-            batch = self.tokenizer(chunk, padding=True, truncation=True, max_length=self.spec.max_length,
+            batch = tokenizer(chunk, padding=True, truncation=True, max_length=self.spec.max_length,
                                    return_tensors="pt").to(self.device)
             hidden = self.model(**batch).last_hidden_state
             emb = mean_pool(hidden.float(), batch["attention_mask"])
@@ -107,7 +146,8 @@ class TransformerEncoder:
 
 def load_encoder(name: str = "minilm", device: str | torch.device = "cpu", batch_size: int = 64,
                  normalize: bool | None = None, max_length: int | None = None,
-                 local_files_only: bool = False) -> TransformerEncoder:
+                 local_files_only: bool = False,
+                 query_truncation: str = DEFAULT_QUERY_TRUNCATION) -> TransformerEncoder:
     """Load an encoder preset. Hub models that cannot be reached raise ModelNotAvailableError.
 
     `local_files_only=True` skips the network (fails fast when the hub cache lacks the model).
@@ -130,7 +170,8 @@ def load_encoder(name: str = "minilm", device: str | torch.device = "cpu", batch
             f"(huggingface-cli download {spec.path}) or use encoder 'minilm', which is packaged offline. "
             f"Cause: {str(e).splitlines()[0]}"
         ) from e
-    return TransformerEncoder(model, tok, spec, device=device, batch_size=batch_size)
+    return TransformerEncoder(model, tok, spec, device=device, batch_size=batch_size,
+                              query_truncation=query_truncation)
 
 
 class HashEncoder:

@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ConfigError, DataIntegrityError, RecordError
-from .encoder import Encoder
+from .encoder import Encoder, encode_queries
 
 INDEX_KINDS = ("flat", "hnsw")
 FAISS_DEVICES = ("cpu", "gpu")
@@ -123,7 +123,7 @@ class Notebook:
             if k < 1:
                 raise ConfigError(f"top-k must be >= 1, got {k}")
             return [[] for _ in queries]
-        scores, ids = self.search_embeddings(self.encoder.encode(queries), k)
+        scores, ids = self.search_embeddings(encode_queries(self.encoder, queries), k)
         return [[Hit(int(i), float(s), self.notes[i]) for s, i in zip(srow, irow) if i >= 0]
                 for srow, irow in zip(scores, ids)]
 

@@ -12,12 +12,14 @@ def reader_dir(cfg: dict) -> Path:
     return Path(cfg["paths"]["models"]) / cfg["eren"]["reader"]
 
 
-def load_encoder_from(cfg: dict):
-    """The notebook encoder (eren.encoder) on hardware.device."""
-    from robustedit.eren.encoder import load_encoder
+def load_encoder_from(cfg: dict, queries: bool = True):
+    """The notebook encoder (eren.encoder) on hardware.device, cutting over-long queries on the
+    eren.query_truncation side; `queries=False` (eren_index: notes only) leaves that key unread."""
+    from robustedit.eren.encoder import DEFAULT_QUERY_TRUNCATION, load_encoder
 
+    side = cfg["eren"]["query_truncation"] if queries else DEFAULT_QUERY_TRUNCATION
     return load_encoder(cfg["eren"]["encoder"], device=cfg["hardware"]["device"],
-                        batch_size=cfg["eren"]["encoder_batch_size"])
+                        batch_size=cfg["eren"]["encoder_batch_size"], query_truncation=side)
 
 
 def reader_model_cfg(cfg: dict) -> dict:
