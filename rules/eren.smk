@@ -148,6 +148,9 @@ rule eren_suite:
     output:
         results=f"{RESULTS}/{{model}}/eren_suite/{{hash}}/{{split}}.results.jsonl",
         summary=f"{RESULTS}/{{model}}/eren_suite/{{hash}}/{{split}}.summary.json",
+        # EREN+score beside EREN (its summary says "skipped" when no case is held out for its threshold)
+        score_results=f"{RESULTS}/{{model}}/eren_suite/{{hash}}/{{split}}.eren_score.results.jsonl",
+        score_summary=f"{RESULTS}/{{model}}/eren_suite/{{hash}}/{{split}}.eren_score.summary.json",
     params:
         py=PY,
         overrides=overrides_for("eren_suite"),

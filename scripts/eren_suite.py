@@ -8,6 +8,11 @@ seeded subsample of eren.suite.n_cases cases (null = all) are the Table 1 items 
 {"post|pre/<metric>/<aggregation>": columns}, "eren": settings, diagnostics and timing}. <metric> is
 each of Table 1's metric names (its lookup key); the block's `metric` names the real scorer
 (eren_answer_match@1, locality eren_output_unchanged@1); "pre" is the reader answering closed-book.
+EREN+score (robustedit.eren.gate) beside it, in the same format: <split>.eren_score.results.jsonl and
+<split>.eren_score.summary.json (method "EREN+score"; its threshold, in eren.score_gate, is chosen on the
+queries of eren.score_gate.n_calibration cases held out of the evaluated subsample). It reuses EREN's
+generations, so it costs no reader time. With no case held out (eren.suite.n_cases null, or as many as the
+split has) its summary is {"method": "EREN+score", "model", "split", "skipped": reason} and its results empty.
 """
 from __future__ import annotations
 
@@ -16,7 +21,9 @@ from pathlib import Path
 
 from robustedit.errors import RecordError
 from robustedit.eren.data import subsample
+from robustedit.eren.editor import SCORE_GATED
 from robustedit.eren.evaluate import evaluate_methods
+from robustedit.eren.gate import LABEL, calibrate_or_skip, held_out
 from robustedit.eren.notebook import Notebook
 from robustedit.eren.robustness import edit_statement, per_case_items, robustness_items, suite_summary
 from robustedit.io import read_jsonl, write_json, write_jsonl
@@ -43,38 +50,57 @@ def summaries(items: list[dict]) -> dict:
     return {f"{stage}/{metric}/{agg}": block for (stage, agg), block in blocks.items() for metric in TABLE_METRICS}
 
 
-def evaluate_split(cfg: dict, split: str, encoder, reader) -> tuple[list[dict], dict]:
-    """(per-case results, summary in evaluate_edits.py's format) of EREN on a split's cases."""
+def evaluate_split(cfg: dict, split: str, encoder, reader) -> dict[str, tuple[list[dict], dict]]:
+    """method -> (per-case results, summary in evaluate_edits.py's format) of EREN and EREN+score on a split."""
     eren = cfg["eren"]
     cases = load_cases(cfg, split)
     notebook = Notebook(encoder, index=eren["index"], faiss_device=eren["faiss_device"])
     notebook.add([edit_statement(c) for c in cases])
     chosen = subsample(cases, eren["suite"]["n_cases"], cfg["seed"], "eren_suite_cases")
-    items = robustness_items(chosen, eren["suite"]["groups"], cfg["eval"]["long_id_passages"])
+    groups, passages = eren["suite"]["groups"], cfg["eval"]["long_id_passages"]
+    items = robustness_items(chosen, groups, passages)
+    held = held_out(cases, chosen, eren["score_gate"]["n_calibration"], cfg["seed"], "eren_score_calibration")
+    gate = calibrate_or_skip(robustness_items(held, groups, passages), notebook)
+    methods = ["eren"] if "skipped" in gate else ["eren", SCORE_GATED]
     t0 = time.perf_counter()
-    result = evaluate_methods(items, reader, notebook, "qa", ["eren"], eren["k"])["eren"]
+    results = evaluate_methods(items, reader, notebook, "qa", methods, eren["k"], gate.get("threshold"))
     seconds = time.perf_counter() - t0
     n_queries = len({it["input"] for it in items})
-    summary = {"method": "EREN", "model": cfg["model"]["name"], "split": split, "include_unedited": False,
-               "summaries": summaries(result.items),
-               "eren": {"reader": eren["reader"], "encoder": encoder.name, "index": eren["index"], "k": eren["k"],
-                        "n_notes": len(notebook), "n_cases_total": len(cases), "n_cases_evaluated": len(chosen),
-                        "diagnostics": result.summary,
-                        "timing": {**reader.stats(), "seconds": seconds, "n_distinct_queries": n_queries,
-                                   "s_per_query": seconds / n_queries}}}
-    return per_case_items(result.items), summary
+    settings = {"reader": eren["reader"], "encoder": encoder.name, "query_truncation": eren["query_truncation"],
+                "index": eren["index"], "k": eren["k"], "n_notes": len(notebook), "n_cases_total": len(cases),
+                "n_cases_evaluated": len(chosen)}
+    timing = {**reader.stats(), "seconds": seconds, "n_distinct_queries": n_queries, "s_per_query": seconds / n_queries}
+    out = {}
+    if "skipped" in gate:
+        out[SCORE_GATED] = ([], {"method": LABEL, "model": cfg["model"]["name"], "split": split, **gate})
+    for method, label in (("eren", "EREN"), (SCORE_GATED, LABEL)):
+        if method not in results:
+            continue
+        result = results[method]
+        extra = {"score_gate": gate} if method == SCORE_GATED else {}
+        summary = {"method": label, "model": cfg["model"]["name"], "split": split, "include_unedited": False,
+                   "summaries": summaries(result.items),
+                   "eren": {**settings, **extra, "diagnostics": result.summary, "timing": timing}}
+        out[method] = (per_case_items(result.items), summary)
+    return out
 
 
 @stage_app("eren_suite")
 def main(cfg: dict, out_dir: Path) -> None:
     split = cfg["job"]["split"]
-    per_case, summary = evaluate_split(cfg, split, load_encoder_from(cfg), load_reader_from(cfg))
-    write_jsonl(out_dir / f"{split}.results.jsonl", per_case)
-    write_json(out_dir / f"{split}.summary.json", summary)
-    post = summary["summaries"][f"post/{TABLE_METRICS[0]}/micro"]  # what Table 1 shows
-    timing = summary["eren"]["timing"]
-    print(f"[eren_suite] {split}: " + ", ".join(f"{k} {v:.1f}" for k, v in post["columns"].items())
-          + f"; {timing['generations']} generations in {timing['seconds']:.0f} s", flush=True)
+    results = evaluate_split(cfg, split, load_encoder_from(cfg), load_reader_from(cfg))
+    for method, (per_case, summary) in results.items():
+        stem = split if method == "eren" else f"{split}.{method}"  # EREN keeps the file Table 1 reads
+        write_jsonl(out_dir / f"{stem}.results.jsonl", per_case)
+        write_json(out_dir / f"{stem}.summary.json", summary)
+        if "skipped" in summary:
+            print(f"[eren_suite] {split} {summary['method']} skipped: {summary['skipped']}", flush=True)
+            continue
+        post = summary["summaries"][f"post/{TABLE_METRICS[0]}/micro"]  # what Table 1 shows
+        timing = summary["eren"]["timing"]
+        print(f"[eren_suite] {split} {summary['method']}: "
+              + ", ".join(f"{k} {v:.1f}" for k, v in post["columns"].items())
+              + f"; {timing['generations']} generations in {timing['seconds']:.0f} s (both methods)", flush=True)
 
 
 if __name__ == "__main__":

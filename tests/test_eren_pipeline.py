@@ -22,6 +22,7 @@ from robustedit.errors import ConfigError, DataIntegrityError, RecordError  # no
 from robustedit.eren.encoder import HashEncoder  # noqa: E402
 from robustedit.eren.reader import StubReader, TimedReader  # noqa: E402
 from robustedit.manifest import DataStore  # noqa: E402
+from robustedit.pipeline.eren import calibration_items  # noqa: E402
 from robustedit.pipeline.tables import rows_from  # noqa: E402
 from robustedit.stages import per_split, stage_hash  # noqa: E402
 
@@ -46,8 +47,9 @@ def test_eren_stage_hash_examples():
     assert changed("eren.scaling.sizes=[100]") == {"eren_scaling"}
     assert changed("eren.suite.n_cases=3", "eval.long_id_passages=2") == {"eren_suite"}
     assert changed("eren.k=3") == {"eren_eval", "eren_scaling", "eren_suite"}
-    # the query side is not the notebook's (notes are always cut on the right)
+    # the query side is not the notebook's (notes are always cut on the right); the gate's calibration set
     assert changed("eren.query_truncation=right") == {"eren_eval", "eren_scaling", "eren_suite"}
+    assert changed("eren.score_gate.n_calibration=8") == {"eren_eval", "eren_suite"}
     # the edit model's cases feed only the suite; ROME, REP, batch sizes and the faiss device feed none
     assert changed("model=gemma3-270m") == {"eren_suite"}
     assert changed("rome.v_lr=0.1", "rep.gate_threshold=0.5", "hardware.batch_size=3", "eren.encoder_batch_size=8",
@@ -67,6 +69,7 @@ def test_every_model_and_hardware_composes_with_eren(model, hardware):
     ("eren.n_records=0", "eren.n_records: 0 is less than the minimum"),
     ("eren.methods=[eren,mend]", "eren.methods.1: 'mend' is not one of"),
     ("eren.query_truncation=middle", "eren.query_truncation: 'middle' is not one of"),
+    ("eren.score_gate.n_calibration=0", "eren.score_gate.n_calibration: 0 is less than the minimum"),
     ("eren.suite.groups=[success,long]", "eren.suite.groups.1: 'long' is not one of"),
 ])
 def test_bad_eren_config_is_named(override, message):
@@ -101,12 +104,18 @@ def test_eval_stage_on_stubs_with_every_edit_in_the_notebook(tmp_path, dataset, 
     reader = stub_reader()
     records, summary = eren_eval.evaluate_dataset(cfg, dataset, HashEncoder(), reader)
     assert summary["n_notes"] == n_notes and summary["n_records_evaluated"] == 2
-    assert list(summary["methods"]) == ["eren", "one_step", "unedited"]
+    assert list(summary["methods"]) == ["eren", "eren_score", "one_step", "unedited"]
     n_items = summary["timing"]["n_items"]
-    assert len(records) == 3 * n_items and {r["method"] for r in records} == {"eren", "one_step", "unedited"}
+    assert len(records) == 4 * n_items and {r["method"] for r in records} == set(summary["methods"])
     # closed-book once per distinct query (shared by all methods), step 1 once per query and note-reading method
+    # (EREN+score reuses EREN's step 1)
     assert reader.n_prompts <= 3 * summary["timing"]["n_distinct_queries"]
     assert summary["methods"]["unedited"]["BP"] == 100.0
+    # EREN+score's threshold comes from held-out records, none of them scored
+    gate = summary["score_gate"]
+    assert gate["n_queries"] > 0 and summary["methods"]["eren_score"]["score_threshold"] == gate["threshold"]
+    held = {it["id"] for it in calibration_items(cfg, DataStore(cfg["paths"]["data"]), dataset)}
+    assert held and not held & {r["id"] for r in records}
     rows = make_eren_table.rows_from(summary, records)
     names = [make_eren_table.METHOD_NAMES.get(m, m) for m in summary["methods"]]
     assert [r["method"] for r in rows] == names + [f"EREN − {n}" for n in names if n != "EREN"]
@@ -153,8 +162,13 @@ def write_cases(cfg, cases):
 def test_suite_summary_is_a_table1_row(tmp_path):
     cfg = small_cfg(tmp_path, "eval.long_id_passages=1")
     write_cases(cfg, [case(1, "Danielle Darrieux", "English"), case(2, "Anna Karina", "Danish")])
-    per_case, summary = eren_suite.evaluate_split(cfg, "valid", HashEncoder(), stub_reader())
+    out = eren_suite.evaluate_split(cfg, "valid", HashEncoder(), stub_reader())
+    per_case, summary = out["eren"]
     assert [c["case_id"] for c in per_case] == [1, 2] and summary["eren"]["n_notes"] == 2
+    # every case is scored, none is left to choose EREN+score's threshold on: skipped, and said so
+    skipped = out["eren_score"][1]
+    assert out["eren_score"][0] == [] and set(skipped) == {"method", "model", "split", "skipped"}
+    assert skipped["method"] == "EREN+score" and "no record or case is left out" in skipped["skipped"]
     block = summary["summaries"]["post/exact_match/micro"]
     assert set(block["columns"]) == {"success", "locality", "rephrase_id", "shuffle_id", "long_id", "rephrase_ood",
                                      "long_ood"}  # shuffle_ood has no items here
@@ -164,6 +178,21 @@ def test_suite_summary_is_a_table1_row(tmp_path):
         assert [(r["model"], r["method"], r["split"]) for r in rows] == [("smollm2-135m", "EREN", "valid")]
         assert rows[0]["metric"] == "eren_answer_match@1+eren_output_unchanged@1" and rows[0]["n_cases"] == 2
         assert rows[0]["shuffle_ood"] == "" and float(rows[0]["success"]) >= 0
+
+
+def test_suite_reports_eren_score_beside_eren_with_a_held_out_threshold(tmp_path):
+    cfg = small_cfg(tmp_path, "eval.long_id_passages=1", "eren.suite.n_cases=2", "eren.score_gate.n_calibration=2")
+    names = [("Danielle Darrieux", "English"), ("Anna Karina", "Danish"), ("Leon Blum", "Greek"),
+             ("Marie Curie", "Polish"), ("Toyota Cresta", "Japanese")]
+    write_cases(cfg, [case(i, subject, target) for i, (subject, target) in enumerate(names)])
+    out = eren_suite.evaluate_split(cfg, "valid", HashEncoder(), stub_reader())
+    (eren_cases, eren), (score_cases, score) = out["eren"], out["eren_score"]
+    assert (eren["method"], score["method"]) == ("EREN", "EREN+score")
+    assert [c["case_id"] for c in score_cases] == [c["case_id"] for c in eren_cases]  # the same scored cases
+    gate = score["eren"]["score_gate"]
+    assert gate["n_queries"] > 0 and score["eren"]["diagnostics"]["score_threshold"] == gate["threshold"]
+    rows = rows_from(score, "exact_match", "micro")
+    assert [(r["method"], r["n_cases"]) for r in rows] == [("EREN+score", 2)]
 
 
 def test_suite_names_the_bad_case(tmp_path):

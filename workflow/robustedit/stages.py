@@ -77,14 +77,14 @@ STAGES: dict[str, Stage] = {
     # EREN. The notebooks: encoder, index kind and the data sets' statements
     "eren_index": Stage(("eren.index", "eren.data", *ENCODES), (), ("eren.data",)),
     # ES/BP/EQ per data set and method: the reader and the seeded subsample of evaluated records
-    "eren_eval": Stage(("seed", "eren.methods", "eren.n_records", "eren.data", "eren.faiss_device", *ENCODES,
-                        *ENCODES_QUERIES, *READS_NOTES), ("eren_index",)),
+    "eren_eval": Stage(("seed", "eren.methods", "eren.n_records", "eren.data", "eren.faiss_device", "eren.score_gate",
+                        *ENCODES, *ENCODES_QUERIES, *READS_NOTES), ("eren_index",)),
     # recall@k and latency against notebook size (own notebooks); the reader serves reader_queries > 0
     "eren_scaling": Stage(("seed", "eren.scaling", *ENCODES, *ENCODES_QUERIES, *READS_NOTES), (),
                           ("eren.scaling.files",)),
     # EREN on the run's robustness cases (Table 1's EREN row); notebook built from the cases' statements
-    "eren_suite": Stage(("seed", "eren.index", "eren.faiss_device", "eren.suite", "eval.long_id_passages",
-                         *ENCODES, *ENCODES_QUERIES, *READS_NOTES), ("cases",)),
+    "eren_suite": Stage(("seed", "eren.index", "eren.faiss_device", "eren.suite", "eren.score_gate",
+                         "eval.long_id_passages", *ENCODES, *ENCODES_QUERIES, *READS_NOTES), ("cases",)),
 }
 
 # Keys a stage may read that no hash covers, each with the reason its value cannot change a result.

@@ -3,6 +3,8 @@
 Methods:
 - "eren" (two-step): step 1 asks the reader to answer from the top-k notes or say "unanswerable"
   (FEVER: choose "It's impossible to say"); such inputs get step 2, the closed-book prompt.
+- "eren_score" (EREN+score, not the paper's): as "eren", but a query whose top note scores below
+  `score_threshold` goes straight to step 2 (robustedit.eren.gate chooses the threshold on held-out data).
 - "one_step": EREN's one-step MRC baseline; the reader must answer from the notes (FEVER: Yes/No only).
 - "unedited": closed-book only; the notebook is not used.
 
@@ -24,7 +26,9 @@ from .prompts import make_context, nli_closed_book_prompt, nli_prompt, qa_closed
 from .reader import MAX_NEW_TOKENS, MAX_NEW_TOKENS_OPTIONS, Reader
 
 TASKS = ("qa", "nli")
-METHODS = ("eren", "one_step", "unedited")
+SCORE_GATED = "eren_score"  # EREN + a retrieval-score threshold (robustedit.eren.gate)
+METHODS = ("eren", SCORE_GATED, "one_step", "unedited")
+TWO_STEP = ("eren", SCORE_GATED)  # methods whose step 1 offers "unanswerable" and falls back on it
 DEFAULT_K = 5  # EREN's num_context_examples
 
 
@@ -35,6 +39,7 @@ class Answer:
     step: int  # 1 = answered from the notes, 2 = closed-book fallback, 0 = closed-book method
     step1_output: str | None = None  # the reader's step-1 output (None if step 1 did not run)
     note_ids: list[int] = field(default_factory=list)  # retrieved notes, best first
+    top_score: float | None = None  # the best note's retrieval score (None: nothing retrieved)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -56,7 +61,7 @@ class ErenEditor:
     """A notebook-backed editor. `task` is "qa" (free-text questions) or "nli" (FEVER claims)."""
 
     def __init__(self, reader: Reader, notebook: Notebook | None = None, task: str = "qa",
-                 method: str = "eren", k: int = DEFAULT_K):
+                 method: str = "eren", k: int = DEFAULT_K, score_threshold: float | None = None):
         if task not in TASKS:
             raise ConfigError(f"eren.task={task!r} is unknown; use one of {TASKS}")
         if method not in METHODS:
@@ -65,7 +70,11 @@ class ErenEditor:
             raise ConfigError(f"eren.method={method!r} needs a notebook")
         if k < 1:
             raise ConfigError(f"eren.k must be >= 1, got {k}")
+        if (method == SCORE_GATED) != (score_threshold is not None):
+            raise ConfigError(f"a score_threshold is given exactly for method {SCORE_GATED!r} "
+                              f"(method {method!r}, score_threshold {score_threshold!r})")
         self.reader, self.notebook, self.task, self.method, self.k = reader, notebook, task, method, k
+        self.score_threshold = score_threshold
 
     # ---- edits -------------------------------------------------------------------------------
     def edit(self, statements: Sequence[str]) -> None:
@@ -84,7 +93,7 @@ class ErenEditor:
 
     def step1_prompt(self, query: str, notes: Sequence[str]) -> str:
         context = make_context(notes)
-        two_step = self.method == "eren"
+        two_step = self.method in TWO_STEP
         return nli_prompt(context, query, two_step) if self.task == "nli" else qa_prompt(context, query, two_step)
 
     def abstains(self, step1_output: str) -> bool:
@@ -109,12 +118,13 @@ class ErenEditor:
         if self.method == "unedited":
             return [Answer(q, out, 0) for q, out in zip(queries, self.closed_book(queries, closed_book))]
         hits = self.notebook.search(queries, self.k)
-        with_notes = [i for i, h in enumerate(hits) if h]
+        gate = self.score_threshold if self.method == SCORE_GATED else None
+        with_notes = [i for i, h in enumerate(hits) if h and (gate is None or h[0].score >= gate)]
         prompts = [self.step1_prompt(queries[i], [x.note for x in hits[i]]) for i in with_notes]
         step1 = dict(zip(with_notes, _generate_unique(self.reader, prompts, self.step1_tokens)))
         fallback = [i for i in range(len(queries))
-                    if i not in step1 or (self.method == "eren" and self.abstains(step1[i]))]
+                    if i not in step1 or (self.method in TWO_STEP and self.abstains(step1[i]))]
         step2 = dict(zip(fallback, self.closed_book([queries[i] for i in fallback], closed_book)))
         return [Answer(q, step2[i] if i in step2 else step1[i], 2 if i in step2 else 1, step1.get(i),
-                       [x.note_id for x in hits[i]])
+                       [x.note_id for x in hits[i]], hits[i][0].score if hits[i] else None)
                 for i, q in enumerate(queries)]

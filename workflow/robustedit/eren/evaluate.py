@@ -15,10 +15,10 @@ from typing import Callable, Mapping, Sequence
 from ..errors import ConfigError
 from .answers import answer_matches, fever_label, same_output
 from .data import edit_statements, subsample
-from .editor import DEFAULT_K, ErenEditor
+from .editor import DEFAULT_K, SCORE_GATED, ErenEditor
 from .encoder import Encoder
 from .notebook import Notebook, clean_statement
-from .reader import Reader
+from .reader import MAX_NEW_TOKENS, Reader
 
 
 @dataclass
@@ -87,7 +87,7 @@ def evaluate_items(items: list[dict], editor: ErenEditor, unedited: ErenEditor |
     out = []
     for it, ans in zip(items, answers):
         rec = {**it, "output": ans.output, "step": ans.step, "step1_output": ans.step1_output,
-               "note_ids": ans.note_ids, "unedited_output": base[it["input"]],
+               "note_ids": ans.note_ids, "top_score": ans.top_score, "unedited_output": base[it["input"]],
                "own_note_retrieved": any(notes[i] in _own_notes(it) for i in ans.note_ids)}
         if it["in_scope"]:
             rec["correct"] = correct(ans.output, it["gold"])
@@ -179,19 +179,46 @@ def scorers(task: str) -> tuple[Callable[[str, str], bool], Callable[[str, str],
     raise ConfigError(f"unknown EREN task {task!r}; use 'qa' or 'nli'")
 
 
+class MemoReader:
+    """A reader that generates each (prompt, budget) once and then repeats its output: greedy decoding
+    makes that the same answer (up to the rounding of another batch's padding), so EREN+score, whose
+    step-1 prompts are EREN's, costs no generation when EREN runs before it."""
+
+    def __init__(self, reader: Reader):
+        self.reader, self.cache = reader, {}
+
+    def generate(self, prompts: Sequence[str], max_new_tokens: int = MAX_NEW_TOKENS) -> list[str]:
+        todo = list(dict.fromkeys(p for p in prompts if (p, max_new_tokens) not in self.cache))
+        if todo:
+            outs = self.reader.generate(todo, max_new_tokens=max_new_tokens)
+            if len(outs) != len(todo):
+                raise RuntimeError(f"reader returned {len(outs)} outputs for {len(todo)} prompts")
+            self.cache.update(((p, max_new_tokens), o) for p, o in zip(todo, outs))
+        return [self.cache[(p, max_new_tokens)] for p in prompts]
+
+
 def evaluate_methods(items: list[dict], reader: Reader, notebook: Notebook | None, task: str,
-                     methods: Sequence[str], k: int = DEFAULT_K) -> dict[str, EvalResult]:
+                     methods: Sequence[str], k: int = DEFAULT_K,
+                     score_threshold: float | None = None) -> dict[str, EvalResult]:
     """Evaluate each method on the same items and notebook; the reader's closed-book outputs (the
-    unedited method, and every step-2 fallback) are generated once and shared by all methods."""
+    unedited method, and every step-2 fallback) are generated once and shared by all methods, and so is
+    every step-1 prompt two methods share (MemoReader). `score_threshold` is eren_score's (and only its)."""
+    if (SCORE_GATED in methods) != (score_threshold is not None):
+        raise ConfigError(f"score_threshold is needed exactly when the methods {list(methods)} include "
+                          f"{SCORE_GATED!r}; got {score_threshold!r}")
+    reader = MemoReader(reader)
     unedited = ErenEditor(reader, None, task, "unedited", k)
     unique = list(dict.fromkeys(it["input"] for it in items))
     base = dict(zip(unique, unedited.closed_book(unique)))
     correct, unchanged = scorers(task)
     out = {}
     for method in methods:
-        editor = unedited if method == "unedited" else ErenEditor(reader, notebook, task, method, k)
+        gate = score_threshold if method == SCORE_GATED else None
+        editor = unedited if method == "unedited" else ErenEditor(reader, notebook, task, method, k, gate)
         result = evaluate_items(items, editor, unedited, correct, unchanged, closed_book=base)
         result.summary.update(method=method, k=k, n_notes=0 if notebook is None else len(notebook))
+        if gate is not None:
+            result.summary["score_threshold"] = gate
         out[method] = result
     return out
 

@@ -99,23 +99,49 @@ def notebook_statements(cfg: dict, store) -> dict[str, list[str]]:
     return out
 
 
+def _scored(cfg: dict, kind: str, records):
+    """The seeded subsample eren_eval scores: eren.n_records records (fact_check: edit and check records alike,
+    as robustedit.eren.evaluate.run_fever)."""
+    from robustedit.eren.data import subsample
+
+    n, seed = cfg["eren"]["n_records"], cfg["seed"]
+    if kind == "qa":
+        return subsample(records, n, seed)
+    edits, checks = records
+    return subsample(edits, n, seed, "eren_fever_edits"), subsample(checks, n, seed, "eren_fever_checks")
+
+
 def dataset_items(cfg: dict, store, dataset: str) -> tuple[str, list[dict], list[str], dict]:
     """(task, evaluation items, every edit statement of the data set, counts) for eren_eval.
 
-    The items come from the seeded subsample of eren.n_records records (fact_check: edit and check records
-    alike, as robustedit.eren.evaluate.run_fever); the statements are all of the data set's edits.
+    The items come from the seeded subsample of eren.n_records records (_scored); the statements are all of the
+    data set's edits.
     """
-    from robustedit.eren.data import TASKS, edit_statements, subsample
+    from robustedit.eren.data import TASKS, edit_statements
     from robustedit.eren.evaluate import fever_items, qa_items
 
-    n, seed = cfg["eren"]["n_records"], cfg["seed"]
     kind, records = load_dataset(cfg, store, dataset)
+    chosen = _scored(cfg, kind, records)
     if kind == "qa":
-        chosen = subsample(records, n, seed)
         return TASKS[kind], qa_items(chosen), edit_statements(records), {
             "n_records": len(records), "n_records_evaluated": len(chosen)}
-    edits, checks = records
-    chosen_e = subsample(edits, n, seed, "eren_fever_edits")
-    chosen_c = subsample(checks, n, seed, "eren_fever_checks")
+    edits, _ = records
+    chosen_e, chosen_c = chosen
     return TASKS[kind], fever_items(chosen_e, chosen_c), edit_statements(edits), {
         "n_records": len(edits), "n_records_evaluated": len(chosen_e), "n_checks_evaluated": len(chosen_c)}
+
+
+def calibration_items(cfg: dict, store, dataset: str) -> list[dict]:
+    """The queries eren_score's threshold is chosen on: the items of eren.score_gate.n_calibration seeded records
+    that eren_eval does not score (fact_check: as many edit and check records); empty if every record is scored."""
+    from robustedit.eren.evaluate import fever_items, qa_items
+    from robustedit.eren.gate import held_out
+
+    m, seed = cfg["eren"]["score_gate"]["n_calibration"], cfg["seed"]
+    kind, records = load_dataset(cfg, store, dataset)
+    chosen = _scored(cfg, kind, records)
+    if kind == "qa":
+        return qa_items(held_out(records, chosen, m, seed, "eren_score_calibration"))
+    (edits, checks), (chosen_e, chosen_c) = records, chosen
+    return fever_items(held_out(edits, chosen_e, m, seed, "eren_score_calibration_edits"),
+                       held_out(checks, chosen_c, m, seed, "eren_score_calibration_checks"))
