@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 
 from robustedit.data.perturb import long_context, shuffled_subjects, split_id_ood, wikitext_words
 from robustedit.models.load import load_model
-from robustedit.evaluate.leakage import leak_guard
+from robustedit.evaluate.leakage import LeakGuard  # the probe's cases have no evaluation items; no negatives
 from robustedit.rep import AdaptorConfig, RepTrainConfig, fit_rep_adaptor, load_adaptor_state
 from robustedit.rep.adaptor import adaptor_forward, gate_values
 from robustedit.readout import read_down_proj
@@ -110,7 +110,7 @@ def main() -> None:
     agg = defaultdict(lambda: defaultdict(list))
     for case, u in zip(cases, us):
         t0 = time.time()
-        res = fit_rep_adaptor(model, tok, dp, case, templates, u, leaks=leak_guard(tok, case), acfg=acfg, tcfg=tcfg,
+        res = fit_rep_adaptor(model, tok, dp, case, templates, u, leaks=LeakGuard([]).leaks, acfg=acfg, tcfg=tcfg,
                               seed=args.seed)
         params, _ = load_adaptor_state(res.state)
         steps = res.log["steps"]

@@ -7,7 +7,7 @@ from snakemake.utils import validate as validate_snakemake_config
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 from robustedit.errors import ConfigError
-from robustedit.pipeline.config import compose
+from robustedit.pipeline.config import compose, search_points
 from robustedit.pipeline.stage import model_dir, stage_dir, with_split
 from robustedit.stages import STAGES, per_split, stage_hash
 
@@ -67,10 +67,26 @@ for _ovr, _cfg in zip(RUNS, CFGS):
             RUN_OF.setdefault(_key, with_split(_scfg, _split))
 
 
+# REP's setting search (target rep_search): each run again with every combination of rep.search.grid. Only
+# rep and eval_rep read rep.train / rep.adaptor, so the settings share every other stage directory with their run.
+SEARCH_CFGS = []  # (run config, the setting's overrides, config with them); [] = the run's own setting
+for _ovr, _cfg in zip(RUNS, CFGS):
+    for _point in [[]] + search_points(_cfg["rep"]["search"]["grid"]):
+        _sovr = _ovr + _point
+        _scfg = compose(_sovr)
+        SEARCH_CFGS.append((_cfg, _point, _scfg))
+        _split = _scfg["rep"]["search"]["split"]
+        for _stage in ("rep", "eval_rep"):
+            _key = (_stage, _scfg["model"]["name"], stage_hash(_scfg, _stage, _split))
+            OVERRIDES.setdefault(_key, _sovr)
+            RUN_OF.setdefault(_key, with_split(_scfg, _split))
+
+
 # Splits that gathering targets read, by key; each must be built (in data.splits) by its run.
 SPLIT_KEYS = {
     "eval.report_split": lambda c: [c["eval"]["report_split"]],  # Table 1, the EREN suite row, wandb_log
     "rep.sweep_splits": lambda c: list(c["rep"]["sweep_splits"]),  # the gate-threshold ablation
+    "rep.search.split": lambda c: [c["rep"]["search"]["split"]],  # REP's setting search
     "analysis.split": lambda c: [c["analysis"]["split"]],  # the analysis figures
 }
 

@@ -82,3 +82,35 @@ rule gate_threshold:
         "{params.py:q} scripts/make_gate_table.py --out-csv {output.csv:q} --out-png {output.figure:q}"
         " --thresholds {params.thresholds:q} --summaries {input.summaries:q} --rome-summaries {input.rome:q}"
         " > {log:q} 2>&1"
+
+
+def _search_file(stage, suffix, baseline=False):
+    """One file per setting of REP's search (rep.search), on the search split: of the setting's `stage`, or
+    (baseline=True) of its run's ROME evaluation, the paired differences' baseline."""
+    return needs_splits("rep.search.split", [
+        split_file(c if baseline else s, stage, s["rep"]["search"]["split"], suffix) for c, _, s in SEARCH_CFGS])
+
+
+rule rep_search:
+    input:
+        summaries=_search_file("eval_rep", "summary.json"),
+        results=_search_file("eval_rep", "results.jsonl"),  # read beside each summary, for the intervals
+        logs=_search_file("rep", "rep.jsonl"),  # training diagnostics: final losses, gate fractions
+        rome=_search_file("eval_rome", "summary.json", baseline=True),
+        rome_results=_search_file("eval_rome", "results.jsonl", baseline=True),
+    output:
+        csv=report(f"{RESULTS}/tables/rep_search.csv", caption="../report/rep_search.rst", category="Tables"),
+        md=f"{RESULTS}/tables/rep_search.md",
+    params:
+        py=PY,
+        settings=[" ".join(p) or "(run setting)" for _, p, _ in SEARCH_CFGS],  # one label per summary
+    conda:
+        "../env.yaml"
+    log:
+        f"{RESULTS}/logs/rep_search.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/rep_search.tsv"
+    shell:
+        "{params.py:q} scripts/make_rep_search.py --out-csv {output.csv:q} --out-md {output.md:q}"
+        " --settings {params.settings:q} --summaries {input.summaries:q} --logs {input.logs:q}"
+        " --rome-summaries {input.rome:q} > {log:q} 2>&1"

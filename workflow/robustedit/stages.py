@@ -130,6 +130,7 @@ READ_BY_NO_STAGE: dict[str, str] = {
     "analysis.split": "which split the analysis figures analyse (jobs)",
     "rep.sweep_thresholds": "which eval_rep jobs the gate-threshold ablation adds",
     "rep.sweep_splits": "which splits the ablation covers (jobs)",
+    "rep.search": "which rep and eval_rep jobs the setting search adds (each setting is hashed as a run)",
     "tracking": "wandb logging of finished results",
 }
 

@@ -5,13 +5,15 @@ the configuration a run has.
 """
 from __future__ import annotations
 
+import itertools
 import json
 
 from robustedit.errors import ConfigError
 from robustedit.pipeline.paths import CONF, REPO, conf_dir  # noqa: F401  (re-exported)
 
 # Keys naming splits (besides data.splits): each must be a key of data.split_files
-SPLIT_NAME_KEYS = ("data.splits", "eval.report_split", "eval.splits", "rep.sweep_splits", "analysis.split")
+SPLIT_NAME_KEYS = ("data.splits", "eval.report_split", "eval.splits", "rep.sweep_splits", "rep.search.split",
+                   "analysis.split")
 
 
 def validate(cfg: dict, edit_model: bool = True) -> dict:
@@ -47,8 +49,9 @@ def check_split_names(cfg: dict) -> None:
     known = sorted(cfg["data"]["split_files"])
     bad, named = [], set()
     for key in SPLIT_NAME_KEYS:
-        group, name = key.split(".")
-        value = cfg[group][name]
+        value = cfg
+        for part in key.split("."):
+            value = value[part]
         for split in value if isinstance(value, list) else [value]:
             if split not in known and split not in named:  # once (eval.splits is ${data.splits})
                 named.add(split)
@@ -91,3 +94,24 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> dict:
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(f"cannot compose config with overrides {list(overrides)}: {e}") from e
     return validate(to_plain(cfg))
+
+
+def search_points(grid: dict) -> list[list[str]]:
+    """Hydra overrides of every setting of REP's search grid (rep.search.grid: {"train": {"lr": [5e-4, 5e-3]},
+    ...}), one list per combination, keys ("train.lr") in sorted order, the last key varying fastest."""
+    axes = {f"{group}.{key}": values for group, sub in grid.items() for key, values in (sub or {}).items()}
+    keys = sorted(axes)
+    for key in keys:
+        if not isinstance(axes[key], list) or not axes[key]:
+            raise ConfigError(f"rep.search.grid.{key} must be a non-empty list of values")
+    return [[f"rep.{k}={_literal(v)}" for k, v in zip(keys, values)]
+            for values in itertools.product(*(axes[k] for k in keys))]
+
+
+def _literal(value) -> str:
+    """A grid value as a Hydra override literal."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if isinstance(value, float) else str(value)
