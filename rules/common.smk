@@ -52,6 +52,9 @@ MODEL_CFGS = {c["model"]["name"]: (r, c) for r, c in zip(RUNS, CFGS)}
 
 # Evaluation stages whose <report_split>.summary.json become rows of Table 1 (EREN: the reader on the same cases).
 TABLE1_STAGES = ["eval_rome", "eval_rep", "eren_suite"]
+# Table 1's summaries, in row order: (stage, file suffix); each has its per-case results beside it
+TABLE1_FILES = [("eval_rome", "summary.json"), ("eval_rep", "summary.json"), ("eren_suite", "summary.json"),
+                ("eren_suite", "eren_score.summary.json")]
 
 # The gate-threshold ablation: each run again with every rep.sweep_thresholds value. Only eval_rep
 # reads the threshold, so these configs share every other stage directory with their run.

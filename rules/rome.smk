@@ -52,11 +52,12 @@ rule eval_rome:
 rule table1:
     input:
         # row order: per run, the unedited model and ROME, then ROME+REP (EREN rows join here)
-        summaries=needs_splits("eval.report_split", [split_file(c, stage, c["eval"]["report_split"], "summary.json")
-                                                     for c in CFGS for stage in TABLE1_STAGES]),
+        summaries=needs_splits("eval.report_split", [split_file(c, stage, c["eval"]["report_split"], suffix)
+                                                     for c in CFGS for stage, suffix in TABLE1_FILES]),
         # the per-case results beside each summary, read (not passed) by make_table1.py for the intervals
-        results=needs_splits("eval.report_split", [split_file(c, stage, c["eval"]["report_split"], "results.jsonl")
-                                                   for c in CFGS for stage in TABLE1_STAGES]),
+        results=needs_splits("eval.report_split", [
+            split_file(c, stage, c["eval"]["report_split"], suffix.replace("summary.json", "results.jsonl"))
+            for c in CFGS for stage, suffix in TABLE1_FILES]),
     output:
         csv=report(f"{RESULTS}/tables/table1.csv", caption="../report/table1.rst", category="Tables"),
         md=f"{RESULTS}/tables/table1.md",

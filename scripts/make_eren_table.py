@@ -23,7 +23,8 @@ from robustedit.pipeline.tables import (
 )
 
 DATASET_NAMES = {"cfh": "CounterFact-Hard (QA)", "fever": "FEVER"}
-METHOD_NAMES = {"eren": "EREN", "one_step": "one-step MRC", "unedited": "unedited reader"}
+METHOD_NAMES = {"eren": "EREN", "eren_score": "EREN+score", "one_step": "one-step MRC",
+                "unedited": "unedited reader"}
 # EREN paper, Table 3 (ES, BP, EQ of EREN with FLAN-T5-XL); other rows have no reference here.
 PAPER = {("cfh", "eren"): (96.9, 96.8, 96.9), ("fever", "eren"): (81.5, 79.6, 80.5)}
 NA = "n/a"

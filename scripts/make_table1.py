@@ -38,7 +38,13 @@ def main() -> None:
     ap.add_argument("--metric", default=METRIC)
     ap.add_argument("--aggregation", default=AGGREGATION)
     args = ap.parse_args()
-    entries = [(read_json(p), read_jsonl(sibling(p))) for p in args.summaries]
+    entries = []
+    for path in args.summaries:
+        summary = read_json(path)
+        if "skipped" in summary:  # e.g. EREN+score without held-out cases to choose its threshold on
+            print(f"{path}: {summary['method']} skipped ({summary['skipped']})")
+            continue
+        entries.append((summary, read_jsonl(sibling(path))))
     rows = table1_rows(entries, args.metric, args.aggregation)
     write_csv(args.out_csv, rows, TABLE1_CSV)
     md = markdown(rows, MD_COLUMNS, METRIC_COLUMNS) + ["", NOTE]

@@ -102,7 +102,9 @@ def table1(tmp_path):
                                         correct=lambda cid, j: cid % 2)
     paths = [save(tmp_path, "rome", eval_summary("ROME", rome), rome),
              save(tmp_path, "rep", eval_summary("ROME+REP", rep, include_unedited=False), rep),
-             save(tmp_path, "eren", eren_sum, eren_cases)]
+             save(tmp_path, "eren", eren_sum, eren_cases),
+             save(tmp_path, "eren_score", {"method": "EREN+score", "model": "m", "split": "valid",
+                                           "skipped": "no held-out cases"}, [])]  # a skipped variant: no row
     out = tmp_path / "table1.csv"
     run_script(make_table1, [*paths, "--out-csv", out, "--out-md", tmp_path / "table1.md"])
     return list(csv.DictReader(out.open())), (tmp_path / "table1.md").read_text(), out
