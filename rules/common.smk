@@ -7,7 +7,7 @@ from snakemake.utils import validate as validate_snakemake_config
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 from robustedit.errors import ConfigError
-from robustedit.pipeline.config import compose, search_points
+from robustedit.pipeline.config import GATHERED_SPLIT_KEYS, compose, search_points, split_names
 from robustedit.pipeline.stage import model_dir, stage_dir, with_split
 from robustedit.stages import STAGES, per_split, stage_hash
 
@@ -85,21 +85,14 @@ for _ovr, _cfg in zip(RUNS, CFGS):
             RUN_OF.setdefault(_key, with_split(_scfg, _split))
 
 
-# Splits that gathering targets read, by key; each must be built (in data.splits) by its run.
-SPLIT_KEYS = {
-    "eval.report_split": lambda c: [c["eval"]["report_split"]],  # Table 1, the EREN suite row, wandb_log
-    "rep.sweep_splits": lambda c: list(c["rep"]["sweep_splits"]),  # the gate-threshold ablation
-    "rep.search.split": lambda c: [c["rep"]["search"]["split"]],  # REP's setting search
-    "analysis.split": lambda c: [c["analysis"]["split"]],  # the analysis figures
-}
-
-
 def check_splits(key):
-    """Raise, naming `key`, if a run's `key` reads a split its data.splits does not build (build_cases would
-    refuse it only when the job runs)."""
+    """Raise, naming `key` (one of GATHERED_SPLIT_KEYS), if a run's `key` reads a split its data.splits does
+    not build (build_cases would refuse it only when the job runs)."""
+    if key not in GATHERED_SPLIT_KEYS:
+        raise ConfigError(f"{key} is not among GATHERED_SPLIT_KEYS {GATHERED_SPLIT_KEYS}")
     for run, cfg in zip(RUNS, CFGS):
         built = cfg["data"]["splits"]
-        missing = [s for s in SPLIT_KEYS[key](cfg) if s not in built]
+        missing = [s for s in split_names(cfg, key) if s not in built]
         if missing:
             raise ConfigError(f"run {shlex.join(run)!r}: {key} reads split(s) {missing}, which data.splits={built} "
                               f"does not build; add them to data.splits or choose {key} among {built}")

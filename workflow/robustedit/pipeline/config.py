@@ -11,9 +11,11 @@ import json
 from robustedit.errors import ConfigError
 from robustedit.pipeline.paths import CONF, REPO, conf_dir  # noqa: F401  (re-exported)
 
-# Keys naming splits (besides data.splits): each must be a key of data.split_files
-SPLIT_NAME_KEYS = ("data.splits", "eval.report_split", "eval.splits", "rep.sweep_splits", "rep.search.split",
-                   "analysis.split")
+# Keys naming the splits that gathering targets read (Table 1 and EREN's suite row, the gate-threshold
+# ablation, REP's setting search, the analysis figures): each must also be built (in data.splits) by its run
+GATHERED_SPLIT_KEYS = ("eval.report_split", "rep.sweep_splits", "rep.search.split", "analysis.split")
+# Keys naming splits: each must be a key of data.split_files
+SPLIT_NAME_KEYS = ("data.splits", "eval.splits", *GATHERED_SPLIT_KEYS)
 
 
 def validate(cfg: dict, edit_model: bool = True) -> dict:
@@ -43,16 +45,21 @@ def validate(cfg: dict, edit_model: bool = True) -> dict:
     return cfg
 
 
+def split_names(cfg: dict, key: str) -> list[str]:
+    """The split(s) a SPLIT_NAME_KEYS key names, as a list (e.g. "rep.search.split" -> ["valid"])."""
+    value = cfg
+    for part in key.split("."):
+        value = value[part]
+    return list(value) if isinstance(value, list) else [value]
+
+
 def check_split_names(cfg: dict) -> None:
     """Every split a key names (data.splits, eval.report_split, ...) is a key of data.split_files: a split is
     any name given a file there (`+data.split_files.mine=path`). Errors name the key."""
     known = sorted(cfg["data"]["split_files"])
     bad, named = [], set()
     for key in SPLIT_NAME_KEYS:
-        value = cfg
-        for part in key.split("."):
-            value = value[part]
-        for split in value if isinstance(value, list) else [value]:
+        for split in split_names(cfg, key):
             if split not in known and split not in named:  # once (eval.splits is ${data.splits})
                 named.add(split)
                 bad.append(f"  {key}: split {split!r} is not in data.split_files (has: {', '.join(known)}); give "
