@@ -114,3 +114,41 @@ rule rep_search:
         "{params.py:q} scripts/make_rep_search.py --out-csv {output.csv:q} --out-md {output.md:q}"
         " --settings {params.settings:q} --summaries {input.summaries:q} --logs {input.logs:q}"
         " --rome-summaries {input.rome:q} > {log:q} 2>&1"
+
+
+# REP key diagnostics (not in `all`): per evaluated item, ROME's transfer ratio uᵀa / uᵀk* before and after the
+# case's adaptor, joined with eval_rome's and eval_rep's exact match. `snakemake rep_diagnostics_all` builds it
+# on eval.report_split of every run.
+rule rep_diagnostics:
+    input:
+        cases=lambda w: stage_dir(RUN_OF[("rep_diagnostics", w.model, w.hash)], "cases") / f"{w.split}.jsonl",
+        edits=lambda w: stage_dir(RUN_OF[("rep_diagnostics", w.model, w.hash)], "rome") / f"{w.split}.edits.pt",
+        adaptors=lambda w: stage_dir(RUN_OF[("rep_diagnostics", w.model, w.hash)], "rep") / f"{w.split}.adaptors.pt",
+        rome=lambda w: split_file(RUN_OF[("rep_diagnostics", w.model, w.hash)], "eval_rome", w.split, "results.jsonl"),
+        rep=lambda w: split_file(RUN_OF[("rep_diagnostics", w.model, w.hash)], "eval_rep", w.split, "results.jsonl"),
+    output:
+        transfer=f"{RESULTS}/{{model}}/rep_diagnostics/{{hash}}/{{split}}.transfer.csv",
+        summary=f"{RESULTS}/{{model}}/rep_diagnostics/{{hash}}/{{split}}.transfer_summary.csv",
+        figure=f"{RESULTS}/{{model}}/rep_diagnostics/{{hash}}/{{split}}.transfer.png",
+    params:
+        py=PY,
+        overrides=overrides_for("rep_diagnostics"),
+    conda:
+        "../env.yaml"
+    threads: MODEL_THREADS
+    log:
+        f"{RESULTS}/{{model}}/rep_diagnostics/{{hash}}/logs/{{split}}.log",
+    benchmark:
+        f"{RESULTS}/{{model}}/rep_diagnostics/{{hash}}/benchmarks/{{split}}.tsv"
+    resources:
+        mem_mb=6000,
+        gpu=gpu_count,  # the resource snakemake-executor-plugin-slurm reads (--gpus)
+    shell:
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py:q} scripts/rep_diagnostics.py {params.overrides} job.split={wildcards.split:q} > {log:q} 2>&1"
+
+
+rule rep_diagnostics_all:
+    input:
+        needs_splits("eval.report_split", [split_file(c, "rep_diagnostics", c["eval"]["report_split"], suffix)
+                                           for c in CFGS for suffix in ("transfer.csv", "transfer_summary.csv",
+                                                                        "transfer.png")]),

@@ -123,7 +123,8 @@ def test_kl_prompt_is_a_configured_hashed_rome_hyperparameter():
     assert BASE["rome"]["kl_prompt"] == ROMEHyperParams().kl_prompt == "{} is a"
     other = compose(["rome.kl_prompt='{} was'"])
     assert ROMEHyperParams.from_config(stage_view(other, "rome")["rome"]).kl_prompt == "{} was"
-    assert changed(other) == {"rome", "eval_rome", "rep", "eval_rep", "fig_values"}  # a new rome directory
+    # a new rome directory
+    assert changed(other) == {"rome", "eval_rome", "rep", "eval_rep", "rep_diagnostics", "fig_values"}
     with pytest.raises(ConfigError, match="already at 'rome.kl_prompt'"):  # it exists: `+` cannot add it again
         compose(["+rome.kl_prompt='{} was'"])
 
@@ -145,7 +146,7 @@ def test_a_stage_script_refuses_an_unknown_key_before_running(tmp_path):
 
 
 def test_gate_threshold_is_hashed_by_eval_rep_alone_and_hidden_from_rep():
-    assert changed(compose(["rep.gate_threshold=0.5"])) == {"eval_rep"}
+    assert changed(compose(["rep.gate_threshold=0.5"])) == {"eval_rep", "rep_diagnostics"}  # and eval_rep's diagnostics
     assert stage_view(BASE, "eval_rep")["rep"]["gate_threshold"] == 0.9
     with pytest.raises(StageReadError, match="stage 'rep' read config key 'rep.gate_threshold'"):
         stage_view(BASE, "rep")["rep"]["gate_threshold"]
@@ -246,7 +247,8 @@ TINY = ["data.splits=[valid]", "data.max_cases=2", "data.filter.enabled=false", 
 JOBS = [("cases", "build_cases", ["job.split=valid"]), ("stats", "compute_stats", []),
         ("templates", "make_templates", []), ("rome", "rome_edits", ["job.split=valid"]),
         ("eval_rome", "evaluate_edits", ["job.split=valid"]), ("rep", "rep_train", ["job.split=valid"]),
-        ("eval_rep", "evaluate_rep", ["job.split=valid"]), ("fig_keys", "fig_keys", ["job.split=valid"]),
+        ("eval_rep", "evaluate_rep", ["job.split=valid"]), ("rep_diagnostics", "rep_diagnostics", ["job.split=valid"]),
+        ("fig_keys", "fig_keys", ["job.split=valid"]),
         ("fig_unrelated", "fig_unrelated", ["job.split=valid"]), ("fig_values", "fig_values", ["job.split=valid"]),
         ("eren_index", "eren_index", []), ("eren_eval", "eren_eval", ["job.dataset=cfh"]),
         ("eren_scaling", "eren_scaling", []), ("eren_suite", "eren_suite", ["job.split=valid"])]

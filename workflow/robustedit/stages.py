@@ -68,6 +68,10 @@ STAGES: dict[str, Stage] = {
     # ROME+REP evaluation: the gate threshold, the test-time dropout (seeded) and the method's label
     "eval_rep": Stage(("seed", "rep.name", "rep.adaptor.eval_dropout", "rep.gate_threshold", "eval.max_length",
                        "eval.long_id_passages", *LOADS_MODEL, *BATCHES), ("rep", "eval_rome")),
+    # REP key diagnostics: each evaluated key's transfer ratio uᵀa / uᵀk* before and after its case's adaptor,
+    # joined with eval_rome's and eval_rep's per-item exact match (the gate threshold is eval_rep's)
+    "rep_diagnostics": Stage(("rep.gate_threshold", "eval.long_id_passages", *LOADS_MODEL, *BATCHES),
+                             ("rep", "eval_rome", "eval_rep")),
     # analysis figures (REP Figures 3-5); the analysed split is a job value, like every stage's split
     "fig_keys": Stage(("seed", "analysis.n_cases", "analysis.n_random_pairs", "analysis.pca_case", "model.layer",
                        *LOADS_MODEL, *BATCHES), ("cases", "stats")),

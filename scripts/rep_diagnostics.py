@@ -1,0 +1,68 @@
+"""Stage `rep_diagnostics`: why REP helps where it does -- each evaluated key's transfer ratio.
+
+    python scripts/rep_diagnostics.py job.split=valid
+Per case and evaluated item with a subject span (robustedit.analysis.transfer), the down_proj key a at
+the subject's last token, r = uᵀa / uᵀk* before and after the case's adaptor (hard gate at
+rep.gate_threshold, as eval_rep applies it; deterministic), the soft gate and the cosines to k*. Writes
+<stage dir>/<split>.transfer.csv (per item, with eval_rome's and eval_rep's exact_match@1 on it),
+<split>.transfer_summary.csv (per group × ROME's outcome on the item) and <split>.transfer.png.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from robustedit.analysis.tables import write_csv
+from robustedit.analysis.transfer import join_outcomes, plot_transfer, summarise_transfer, transfer_records
+from robustedit.io import read_jsonl
+from robustedit.models.load import load_model, resolve_device
+from robustedit.pipeline.stage import model_dir, stage_app, stage_dir
+
+COLUMNS = ["model", "split", "case_id", "group", "index", "prompt", "r_before", "r_after", "gate", "gate_open",
+           "cos_before", "cos_after", "rome_em", "rep_em", "rome_outcome", "rome_case_success"]
+SUMMARY_COLUMNS = ["model", "split", "group", "domain", "rome_outcome", "n", "r_before_q25", "r_before_median",
+                   "r_before_q75", "r_after_q25", "r_after_median", "r_after_q75", "gate_open_frac", "rep_success",
+                   "rome_success"]
+
+
+@stage_app("rep_diagnostics")
+def main(cfg: dict, out_dir: Path) -> None:
+    split, hw = cfg["job"]["split"], cfg["hardware"]
+    cases = read_jsonl(stage_dir(cfg, "cases") / f"{split}.jsonl")
+    ids = [c["case_id"] for c in cases]
+    edits = torch.load(stage_dir(cfg, "rome") / f"{split}.edits.pt", weights_only=True)
+    adaptors = torch.load(stage_dir(cfg, "rep") / f"{split}.adaptors.pt", mmap=True, weights_only=True)
+    rome_results = read_jsonl(stage_dir(cfg, "eval_rome") / f"{split}.results.jsonl")
+    rep_results = read_jsonl(stage_dir(cfg, "eval_rep") / f"{split}.results.jsonl")
+    for label, got in (("rome edits", edits["case_ids"]), ("rep adaptors", adaptors["case_ids"]),
+                       ("eval_rome results", [r["case_id"] for r in rome_results]),
+                       ("eval_rep results", [r["case_id"] for r in rep_results])):
+        if got != ids:
+            raise ValueError(f"[rep_diagnostics] {split}: the {label} do not match the cases file (rerun that stage)")
+    if adaptors["layer"] != edits["layer"]:
+        raise ValueError(f"[rep_diagnostics] adaptors on layer {adaptors['layer']}, edits on {edits['layer']}")
+    lm = load_model(model_dir(cfg), cfg["model"], hw["device"], hw["dtype"])
+    device = resolve_device(hw["device"])
+    down_proj = lm.arch.module(lm.model, "down_proj", edits["layer"])
+    records, skipped = [], {}
+    for i, case in enumerate(cases):
+        recs, skip = transfer_records(lm.model, lm.tokenizer, down_proj, case, edits["u"][i], adaptors["states"][i],
+                                      cfg["rep"]["gate_threshold"], device,
+                                      long_id_passages=cfg["eval"]["long_id_passages"], batch_rows=hw["batch_size"])
+        records += recs
+        skipped = {g: skipped.get(g, 0) + n for g, n in skip.items()}
+    rows = join_outcomes(records, rome_results, rep_results)
+    tag = {"model": cfg["model"]["name"], "split": split}
+    write_csv(out_dir / f"{split}.transfer.csv", ({**tag, **r} for r in rows), COLUMNS)
+    summary = summarise_transfer(rows)
+    write_csv(out_dir / f"{split}.transfer_summary.csv", ({**tag, **s} for s in summary), SUMMARY_COLUMNS)
+    plot_transfer(rows, out_dir / f"{split}.transfer.png",
+                  title=f"{cfg['model']['name']} {split}: ROME's transfer ratio before / after REP "
+                        f"(threshold {cfg['rep']['gate_threshold']})")
+    print(f"[rep_diagnostics] {len(rows)} items of {len(cases)} cases; skipped without the subject: {skipped}",
+          flush=True)
+
+
+if __name__ == "__main__":
+    main()
