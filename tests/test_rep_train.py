@@ -272,3 +272,24 @@ def test_k_star_is_a_gate_positive_only_when_asked(setup, llama_tok):
     assert runs[True].gate["positives"]["n"] == keys.gate_pos.shape[0]
     assert runs[False].gate["positives"]["n"] == keys.gate_pos.shape[0] - 1
     assert runs[True].steps[0]["gate"] != runs[False].steps[0]["gate"]
+
+
+def test_detached_gate_is_trained_by_its_bce_only(setup, llama_tok):
+    """gate_detached: L_agg and L_tc give the gate no gradient; without the BCE nothing would train it."""
+    from robustedit.rep.adaptor import GATE_KEYS
+    from robustedit.rep.train import rep_loss
+
+    model, dp, original, pool = setup
+    keys = collect_training_keys(model, llama_tok, dp, original, pool)
+    params = init_params(dp.in_features, AdaptorConfig(dropout=0.0), torch.Generator().manual_seed(0))
+    params["lora_B"] = torch.randn_like(params["lora_B"]) * 0.1  # a non-zero projection: the gate matters
+    u = unit(dp.in_features, 0)
+    for detached, has_grad in ((False, True), (True, False)):
+        p = {k: v.clone().requires_grad_(True) for k, v in params.items()}
+        tcfg = RepTrainConfig(gate_loss_weight=1.0, gate_detached=detached)
+        loss, _ = rep_loss(p, AdaptorConfig(dropout=0.0), keys.pool, keys.original, u, tcfg, None)
+        loss.backward()
+        assert all((p[k].grad is not None and bool(p[k].grad.abs().sum() > 0)) == has_grad for k in GATE_KEYS)
+        assert p["lora_A"].grad.abs().sum() > 0
+    with pytest.raises(ConfigError, match="gate_detached"):
+        RepTrainConfig(gate_detached=True, gate_loss_weight=0.0)

@@ -19,6 +19,8 @@ with Adam (no weight decay); the soft gate and dropout are active. L_agg is `obj
 The gate BCE is class-balanced: 0.5 * (mean BCE over positives with label 1 + mean BCE over negatives
 with label 0), on gate logits; positives are the pool's subject-last keys (and k* itself only with
 gate_original_positive, which forces the projection to cancel on k*); negatives are every other position.
+Without it, L_tc can be met by shutting the gate on k*, and so on the variant keys near it: gate_detached
+lets only the BCE train the gate, and L_agg and L_tc the projection.
 
 `key_dim_reference` (e.g. 11008, LLaMA-2-7B's down_proj input, where the release's values were tuned)
 rescales the step size and the consistency weight to the key dimension D (README "REP stages"):
@@ -55,6 +57,7 @@ class RepTrainConfig:
     gate_negative_snippets: int = 0  # WikiText snippets whose every position is a gate negative
     gate_negative_words: int = 24  # words per snippet (about a CounterFact prompt's length, a few times over)
     objective: str = "cosine_u"  # L_agg, one of OBJECTIVES (the release's is cosine_u)
+    gate_detached: bool = False  # True: only the gate BCE trains the gate (L_agg and L_tc see it as a constant)
     key_dim_reference: int | None = None  # rescale lr and consistency_weight from this key dim to D; None = as given
     long_context_aug: bool = True  # release: agg_add_long_context=True (with held passages)
     compat_long_noop: bool = False  # True = reference bug: the long-context items are silently dropped
@@ -70,6 +73,8 @@ class RepTrainConfig:
             raise ConfigError(f"rep.train steps={self.steps} must be >= 0 and batch_size={self.batch_size} >= 1")
         if self.lr <= 0 or (self.gate_lr is not None and self.gate_lr <= 0):
             raise ConfigError(f"rep.train lr={self.lr} and gate_lr={self.gate_lr} must be > 0")
+        if self.gate_detached and self.gate_loss_weight <= 0:
+            raise ConfigError("rep.train.gate_detached needs gate_loss_weight > 0 (nothing else would train the gate)")
         if self.gate_loss_weight < 0:
             raise ConfigError(f"rep.train gate_loss_weight={self.gate_loss_weight} must be >= 0")
 
@@ -131,7 +136,10 @@ def scaled_rates(tcfg: RepTrainConfig, key_dim: int) -> tuple[float, float | Non
 def rep_loss(params: dict, cfg: AdaptorConfig, keys: torch.Tensor, original: torch.Tensor, u: torch.Tensor,
              tcfg: RepTrainConfig, generator: torch.Generator | None, consistency_weight: float | None = None,
              whiten: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
-    """L_agg and L_tc on one batch (dropout draws: the pool rows first, then the original)."""
+    """L_agg and L_tc on one batch (dropout draws: the pool rows first, then the original). With
+    tcfg.gate_detached they train the projection only (the soft gate enters as a constant)."""
+    if tcfg.gate_detached:
+        params = {k: (v.detach() if k in GATE_KEYS else v) for k, v in params.items()}
     a = adaptor_forward(params, cfg, keys, "train", generator)
     agg = agg_loss(tcfg.objective, a, original, u, whiten)
     a0 = adaptor_forward(params, cfg, original.unsqueeze(0), "train", generator)
