@@ -113,6 +113,13 @@ def split_file(cfg, stage, split, suffix):
     return stage_dir(cfg, stage, split) / f"{split}.{suffix}"
 
 
+def search_file(stage, suffix, baseline=False):
+    """One file per setting of REP's search (rep.search), on the search split: of the setting's `stage`, or
+    (baseline=True) of its run's ROME evaluation, the paired differences' baseline."""
+    return needs_splits("rep.search.split", [
+        split_file(c if baseline else s, stage, s["rep"]["search"]["split"], suffix) for c, _, s in SEARCH_CFGS])
+
+
 def gpu_count(wildcards):
     """GPU count for model-loading rules (hardware.gpus of the run that named this model). Locally,
     `--resources gpu=1` then runs one model job at a time on a one-GPU box."""

@@ -84,20 +84,13 @@ rule gate_threshold:
         " > {log:q} 2>&1"
 
 
-def _search_file(stage, suffix, baseline=False):
-    """One file per setting of REP's search (rep.search), on the search split: of the setting's `stage`, or
-    (baseline=True) of its run's ROME evaluation, the paired differences' baseline."""
-    return needs_splits("rep.search.split", [
-        split_file(c if baseline else s, stage, s["rep"]["search"]["split"], suffix) for c, _, s in SEARCH_CFGS])
-
-
 rule rep_search:
     input:
-        summaries=_search_file("eval_rep", "summary.json"),
-        results=_search_file("eval_rep", "results.jsonl"),  # read beside each summary, for the intervals
-        logs=_search_file("rep", "rep.jsonl"),  # training diagnostics: final losses, gate fractions
-        rome=_search_file("eval_rome", "summary.json", baseline=True),
-        rome_results=_search_file("eval_rome", "results.jsonl", baseline=True),
+        summaries=search_file("eval_rep", "summary.json"),
+        results=search_file("eval_rep", "results.jsonl"),  # read beside each summary, for the intervals
+        logs=search_file("rep", "rep.jsonl"),  # training diagnostics: final losses, gate fractions
+        rome=search_file("eval_rome", "summary.json", baseline=True),
+        rome_results=search_file("eval_rome", "results.jsonl", baseline=True),
     output:
         csv=report(f"{RESULTS}/tables/rep_search.csv", caption="../report/rep_search.rst", category="Tables"),
         md=f"{RESULTS}/tables/rep_search.md",
