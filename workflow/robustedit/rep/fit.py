@@ -57,9 +57,9 @@ def fit_rep_adaptor(model: nn.Module, tok, down_proj: nn.Module, case: dict, tem
     leaks(token_ids): whether a training sequence would train on a held-out sequence the evaluation scores
     for this case (evaluate.leakage.leak_guard(tok, case)). Pool items that leak, or whose subject variant is
     an out-of-domain one (e.g. an in-domain shuffle that equals an out-of-domain rephrase, in any template),
-    are left out and counted in the log;
-    a leaking gate negative is an error. `negative_texts`: unrelated texts whose every position is a gate
-    negative (read only when tcfg.gate_loss_weight > 0), besides the pool prompts' other positions.
+    are left out and counted in the log; a leaking gate negative is an error. `negative_texts`: unrelated
+    texts whose every position is a gate negative (read only when tcfg.gate_loss_weight > 0), besides the
+    pool prompts' other positions.
     `whiten`: L with ROME's C = L L^T, for tcfg.objective == "distance_whitened"."""
     cid = case.get("case_id")
     where = f"case_id {cid}: "
