@@ -6,6 +6,7 @@
 # `overrides` is applied to every run; each run's stage outputs live under
 # results/<model>/<stage>/<hash>/ where <hash> covers exactly the config keys the stage reads.
 
+
 report: "report/workflow.rst"
 
 
@@ -15,6 +16,7 @@ include: "rules/data.smk"
 include: "rules/stats.smk"
 include: "rules/rome.smk"
 include: "rules/rep.smk"
+include: "rules/tables.smk"
 include: "rules/analysis.smk"
 include: "rules/eren.smk"
 include: "rules/tracking.smk"

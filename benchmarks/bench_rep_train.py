@@ -23,7 +23,7 @@ from robustedit.pipeline.wikitext import context_words, snippets
 from robustedit.rep import collect_training_keys, init_params, train_on_keys, training_texts
 from robustedit.seeding import py_rng, torch_generator
 
-import rep_train  # noqa: E402  (scripts/, as in the tests: PYTHONPATH=scripts)
+import rep as rep_script  # noqa: E402  (scripts/, as in the tests: PYTHONPATH=scripts)
 
 
 def main() -> None:
@@ -33,7 +33,7 @@ def main() -> None:
     ap.add_argument("--overrides", nargs="*", default=[])
     args = ap.parse_args()
     cfg = with_split(compose(args.overrides), args.split)
-    acfg, tcfg = rep_train.rep_configs(cfg["rep"])
+    acfg, tcfg = rep_script.rep_configs(cfg["rep"])
     cases = read_jsonl(stage_dir(cfg, "cases", args.split) / f"{args.split}.jsonl")[:args.n_cases]
     templates = read_json(stage_dir(cfg, "templates") / "templates.json")
     edits = torch.load(stage_dir(cfg, "rome", args.split) / f"{args.split}.edits.pt", weights_only=True)

@@ -7,7 +7,7 @@ shapes: bf16 weights (untied embeddings, grouped KV heads), the fp64 second mome
 Cholesky factor (D x D each, D = intermediate size), ROME's per-case edit (u [D], v [hidden], fp32),
 and REP's per-case adaptor as `robustedit.rep.init_params` builds it with conf/rep's adaptor settings
 (rank-32 projection + a gate of width int(0.1 D)). eval_rep's chunk is ADAPTOR_CHUNK_BYTES of
-scripts/evaluate_rep.py; the per-batch gather of batched_adaptor_forward is batch_size (conf/hardware/
+scripts/eval_rep.py; the per-batch gather of batched_adaptor_forward is batch_size (conf/hardware/
 gpu.yaml) adaptors. Activations, the CUDA context and allocator slack are not counted.
 GB = 10⁹ bytes.
 """
@@ -61,12 +61,12 @@ def adaptor_bytes(key_dim: int, cfg: AdaptorConfig) -> int:
 
 
 def chunk_budget() -> int:
-    """ADAPTOR_CHUNK_BYTES as scripts/evaluate_rep.py defines it (read from its source, not copied)."""
-    tree = ast.parse((REPO / "scripts" / "evaluate_rep.py").read_text())
+    """ADAPTOR_CHUNK_BYTES as scripts/eval_rep.py defines it (read from its source, not copied)."""
+    tree = ast.parse((REPO / "scripts" / "eval_rep.py").read_text())
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "ADAPTOR_CHUNK_BYTES" for t in node.targets):
-            return int(eval(compile(ast.Expression(node.value), "evaluate_rep.py", "eval"), {"__builtins__": {}}))
-    raise SystemExit("scripts/evaluate_rep.py defines no ADAPTOR_CHUNK_BYTES")
+            return int(eval(compile(ast.Expression(node.value), "eval_rep.py", "eval"), {"__builtins__": {}}))
+    raise SystemExit("scripts/eval_rep.py defines no ADAPTOR_CHUNK_BYTES")
 
 
 def gb(n_bytes: float) -> str:
@@ -181,7 +181,7 @@ def main() -> None:
     ap.add_argument("--checkpoint-every", type=int, default=stats.checkpoint_every, help="stats.checkpoint_every")
     ap.add_argument("--checkpoint-minutes", type=float, default=stats.checkpoint_minutes,
                     help="stats.checkpoint_minutes")
-    ap.add_argument("--chunk-bytes", type=int, default=None, help="eval_rep chunk (default: evaluate_rep.py's)")
+    ap.add_argument("--chunk-bytes", type=int, default=None, help="eval_rep chunk (default: eval_rep.py's)")
     args = ap.parse_args()
     args.chunk_bytes = args.chunk_bytes or chunk_budget()
     acfg = adaptor_config()

@@ -2,154 +2,149 @@
 # results/<model>/fig_*/<hash>/ for analysis.split; a plotting rule gathers every run into results/figures/.
 
 RUN_LABELS = _run_labels()
-FIG_FILES = {  # per-run stage outputs: stage -> file suffixes
-    "fig_keys": ("similarity.csv", "pca.csv"),
-    "fig_unrelated": ("top_prefixes.csv", "scan_hist.csv"),
-    "fig_values": ("values.csv",),
-}
-ANALYSIS_FIGURES = [f"{RESULTS}/figures/{name}.png" for name in ("key_similarity", "key_pca", "unrelated_keys",
-                                                                 "value_norms")]
+ANALYSIS_FIGURES = [
+    f"{RESULTS}/figures/{name}.png" for name in ("key_similarity", "key_pca", "unrelated_keys", "value_norms")
+]
 
 
 rule fig_keys:
     input:
-        cases=lambda w: stage_dir(RUN_OF[("fig_keys", w.model, w.hash)], "cases") / f"{w.split}.jsonl",
-        moment=lambda w: stage_dir(RUN_OF[("fig_keys", w.model, w.hash)], "stats") / "mom2.pt",
+        cases=upstream("fig_keys", "cases", "cases"),
+        moment=upstream("fig_keys", "stats", "moment"),
     output:
-        similarity=f"{RESULTS}/{{model}}/fig_keys/{{hash}}/{{split}}.similarity.csv",
-        pca=f"{RESULTS}/{{model}}/fig_keys/{{hash}}/{{split}}.pca.csv",
-    params:
-        py=PY,
-        overrides=overrides_for("fig_keys"),
+        similarity=out("fig_keys", "similarity"),
+        pca=out("fig_keys", "pca"),
+    log:
+        job_file("fig_keys", "logs"),
+    benchmark:
+        job_file("fig_keys", "benchmarks")
     conda:
         "../env.yaml"
     threads: MODEL_THREADS
-    log:
-        f"{RESULTS}/{{model}}/fig_keys/{{hash}}/logs/{{split}}.log",
-    benchmark:
-        f"{RESULTS}/{{model}}/fig_keys/{{hash}}/benchmarks/{{split}}.tsv"
     resources:
         mem_mb=6000,
         gpu=gpu_count,  # the resource snakemake-executor-plugin-slurm reads (--gpus)
+    params:
+        py=PY,
+        overrides=overrides_for("fig_keys"),
     shell:
-        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py:q} scripts/fig_keys.py {params.overrides} job.split={wildcards.split:q} > {log:q} 2>&1"
+        stage_shell("fig_keys")
 
 
 rule fig_unrelated:
     input:
-        cases=lambda w: stage_dir(RUN_OF[("fig_unrelated", w.model, w.hash)], "cases") / f"{w.split}.jsonl",
-        moment=lambda w: stage_dir(RUN_OF[("fig_unrelated", w.model, w.hash)], "stats") / "mom2.pt",
+        cases=upstream("fig_unrelated", "cases", "cases"),
+        moment=upstream("fig_unrelated", "stats", "moment"),
         manifest=f"{DATA}/MANIFEST.json",
     output:
-        top=f"{RESULTS}/{{model}}/fig_unrelated/{{hash}}/{{split}}.top_prefixes.csv",
-        hist=f"{RESULTS}/{{model}}/fig_unrelated/{{hash}}/{{split}}.scan_hist.csv",
-    params:
-        py=PY,
-        overrides=overrides_for("fig_unrelated"),
+        top=out("fig_unrelated", "top"),
+        hist=out("fig_unrelated", "hist"),
+    log:
+        job_file("fig_unrelated", "logs"),
+    benchmark:
+        job_file("fig_unrelated", "benchmarks")
     conda:
         "../env.yaml"
     threads: MODEL_THREADS
-    log:
-        f"{RESULTS}/{{model}}/fig_unrelated/{{hash}}/logs/{{split}}.log",
-    benchmark:
-        f"{RESULTS}/{{model}}/fig_unrelated/{{hash}}/benchmarks/{{split}}.tsv"
     resources:
         mem_mb=6000,
         gpu=gpu_count,  # the resource snakemake-executor-plugin-slurm reads (--gpus)
+    params:
+        py=PY,
+        overrides=overrides_for("fig_unrelated"),
     shell:
-        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py:q} scripts/fig_unrelated.py {params.overrides} job.split={wildcards.split:q} > {log:q} 2>&1"
+        stage_shell("fig_unrelated")
 
 
 rule fig_values:
     input:
-        cases=lambda w: stage_dir(RUN_OF[("fig_values", w.model, w.hash)], "cases") / f"{w.split}.jsonl",
-        edits=lambda w: stage_dir(RUN_OF[("fig_values", w.model, w.hash)], "rome") / f"{w.split}.edits.pt",
-        diagnostics=lambda w: stage_dir(RUN_OF[("fig_values", w.model, w.hash)], "rome") / f"{w.split}.rome.jsonl",
+        cases=upstream("fig_values", "cases", "cases"),
+        edits=upstream("fig_values", "rome", "edits"),
+        diagnostics=upstream("fig_values", "rome", "diagnostics"),
     output:
-        values=f"{RESULTS}/{{model}}/fig_values/{{hash}}/{{split}}.values.csv",
-    params:
-        py=PY,
-        overrides=overrides_for("fig_values"),
+        values=out("fig_values", "values"),
+    log:
+        job_file("fig_values", "logs"),
+    benchmark:
+        job_file("fig_values", "benchmarks")
     conda:
         "../env.yaml"
     threads: MODEL_THREADS
-    log:
-        f"{RESULTS}/{{model}}/fig_values/{{hash}}/logs/{{split}}.log",
-    benchmark:
-        f"{RESULTS}/{{model}}/fig_values/{{hash}}/benchmarks/{{split}}.tsv"
     resources:
         mem_mb=6000,
         gpu=gpu_count,  # the resource snakemake-executor-plugin-slurm reads (--gpus)
+    params:
+        py=PY,
+        overrides=overrides_for("fig_values"),
     shell:
-        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py:q} scripts/fig_values.py {params.overrides} job.split={wildcards.split:q} > {log:q} 2>&1"
+        stage_shell("fig_values")
 
 
 rule plot_keys:
     input:
-        similarity=fig_inputs("fig_keys", "similarity.csv"),
-        pca=fig_inputs("fig_keys", "pca.csv"),
+        similarity=fig_inputs("fig_keys", "similarity"),
+        pca=fig_inputs("fig_keys", "pca"),
     output:
         png=report(f"{RESULTS}/figures/key_similarity.png", caption="../report/key_similarity.rst", category="Figures"),
         csv=f"{RESULTS}/figures/key_similarity.csv",
         pca_png=report(f"{RESULTS}/figures/key_pca.png", caption="../report/key_pca.rst", category="Figures"),
         pca_csv=f"{RESULTS}/figures/key_pca.csv",
-    params:
-        py=PY,
-        runs=" ".join(shlex.quote(r) for r in RUN_LABELS),
-    conda:
-        "../env.yaml"
     log:
         f"{RESULTS}/logs/plot_keys.log",
     benchmark:
         f"{RESULTS}/benchmarks/plot_keys.tsv"
+    conda:
+        "../env.yaml"
+    params:
+        py=PY,
+        runs=" ".join(shlex.quote(r) for r in RUN_LABELS),
     shell:
-        "{params.py:q} scripts/fig_plot.py keys --similarity {input.similarity:q} --pca {input.pca:q} --runs {params.runs}"
+        "{params.py:q} scripts/plot.py keys --similarity {input.similarity:q} --pca {input.pca:q} --runs {params.runs}"
         " --out-png {output.png:q} --out-csv {output.csv:q} --out-pca-png {output.pca_png:q} --out-pca-csv {output.pca_csv:q}"
         " > {log:q} 2>&1"
 
 
 rule plot_unrelated:
     input:
-        top=fig_inputs("fig_unrelated", "top_prefixes.csv"),
-        hist=fig_inputs("fig_unrelated", "scan_hist.csv"),
-        similarity=fig_inputs("fig_keys", "similarity.csv"),  # the subjects' own variants, for comparison
+        top=fig_inputs("fig_unrelated", "top"),
+        hist=fig_inputs("fig_unrelated", "hist"),
+        similarity=fig_inputs("fig_keys", "similarity"),  # the subjects' own variants, for comparison
     output:
-        png=report(f"{RESULTS}/figures/unrelated_keys.png", caption="../report/unrelated_keys.rst",
-                   category="Figures"),
+        png=report(f"{RESULTS}/figures/unrelated_keys.png", caption="../report/unrelated_keys.rst", category="Figures"),
         csv=f"{RESULTS}/figures/unrelated_keys.csv",
         hist_csv=f"{RESULTS}/figures/unrelated_keys_hist.csv",
-    params:
-        py=PY,
-        runs=" ".join(shlex.quote(r) for r in RUN_LABELS),
-    conda:
-        "../env.yaml"
     log:
         f"{RESULTS}/logs/plot_unrelated.log",
     benchmark:
         f"{RESULTS}/benchmarks/plot_unrelated.tsv"
+    conda:
+        "../env.yaml"
+    params:
+        py=PY,
+        runs=" ".join(shlex.quote(r) for r in RUN_LABELS),
     shell:
-        "{params.py:q} scripts/fig_plot.py unrelated --top {input.top:q} --hist {input.hist:q}"
+        "{params.py:q} scripts/plot.py unrelated --top {input.top:q} --hist {input.hist:q}"
         " --similarity {input.similarity:q} --runs {params.runs}"
         " --out-png {output.png:q} --out-csv {output.csv:q} --out-hist-csv {output.hist_csv:q} > {log:q} 2>&1"
 
 
 rule plot_values:
     input:
-        values=fig_inputs("fig_values", "values.csv"),
+        values=fig_inputs("fig_values", "values"),
     output:
         png=report(f"{RESULTS}/figures/value_norms.png", caption="../report/value_norms.rst", category="Figures"),
         csv=f"{RESULTS}/figures/value_norms.csv",
-    params:
-        py=PY,
-        runs=" ".join(shlex.quote(r) for r in RUN_LABELS),
-    conda:
-        "../env.yaml"
     log:
         f"{RESULTS}/logs/plot_values.log",
     benchmark:
         f"{RESULTS}/benchmarks/plot_values.tsv"
+    conda:
+        "../env.yaml"
+    params:
+        py=PY,
+        runs=" ".join(shlex.quote(r) for r in RUN_LABELS),
     shell:
-        "{params.py:q} scripts/fig_plot.py values --values {input.values:q} --runs {params.runs}"
+        "{params.py:q} scripts/plot.py values --values {input.values:q} --runs {params.runs}"
         " --out-png {output.png:q} --out-csv {output.csv:q} > {log:q} 2>&1"
 
 

@@ -8,10 +8,14 @@ from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 from robustedit.errors import ConfigError
 from robustedit.pipeline.config import GATHERED_SPLIT_KEYS, compose, search_points, split_names
-from robustedit.pipeline.stage import model_dir, stage_dir, with_split
-from robustedit.stages import STAGES, per_split, stage_hash
+from robustedit.pipeline.stage import model_dir, stage_dir, stage_file, with_split
+from robustedit.stages import STAGES, file_pattern, per_split
+from robustedit.hashing import stage_hash
+
 
 configfile: "conf/pipeline.yaml"
+
+
 validate_snakemake_config(config, "../conf/pipeline.schema.yaml")
 
 # A model-loading job takes every core it is given (torch threads = Snakemake threads), so on a
@@ -33,7 +37,6 @@ if any((c["paths"]["results"], c["paths"]["models"], c["paths"]["data"]) != (RES
     raise ValueError("all runs must share paths.results, paths.models and paths.data")
 
 
-
 def _splits_of(cfg, stage):
     """The splits with their own `stage` directory (every key of data.split_files), or [None]."""
     return list(cfg["data"]["split_files"]) if per_split(stage) else [None]
@@ -52,9 +55,13 @@ MODEL_CFGS = {c["model"]["name"]: (r, c) for r, c in zip(RUNS, CFGS)}
 
 # Evaluation stages whose <report_split>.summary.json become rows of Table 1 (EREN: the reader on the same cases).
 TABLE1_STAGES = ["eval_rome", "eval_rep", "eren_suite"]
-# Table 1's summaries, in row order: (stage, file suffix); each has its per-case results beside it
-TABLE1_FILES = [("eval_rome", "summary.json"), ("eval_rep", "summary.json"), ("eren_suite", "summary.json"),
-                ("eren_suite", "eren_score.summary.json")]
+# Table 1's summaries, in row order: (stage, summary file, its per-case results file)
+TABLE1_FILES = [
+    ("eval_rome", "summary", "results"),
+    ("eval_rep", "summary", "results"),
+    ("eren_suite", "summary", "results"),
+    ("eren_suite", "score_summary", "score_results"),
+]
 
 # The gate-threshold ablation: each run again with every rep.sweep_thresholds value. Only eval_rep
 # reads the threshold, so these configs share every other stage directory with their run.
@@ -87,37 +94,95 @@ for _ovr, _cfg in zip(RUNS, CFGS):
 
 def check_splits(key):
     """Raise, naming `key` (one of GATHERED_SPLIT_KEYS), if a run's `key` reads a split its data.splits does
-    not build (build_cases would refuse it only when the job runs)."""
+    not build (the cases stage would refuse it only when the job runs)."""
     if key not in GATHERED_SPLIT_KEYS:
         raise ConfigError(f"{key} is not among GATHERED_SPLIT_KEYS {GATHERED_SPLIT_KEYS}")
     for run, cfg in zip(RUNS, CFGS):
         built = cfg["data"]["splits"]
         missing = [s for s in split_names(cfg, key) if s not in built]
         if missing:
-            raise ConfigError(f"run {shlex.join(run)!r}: {key} reads split(s) {missing}, which data.splits={built} "
-                              f"does not build; add them to data.splits or choose {key} among {built}")
+            raise ConfigError(
+                f"run {shlex.join(run)!r}: {key} reads split(s) {missing}, which data.splits={built} "
+                f"does not build; add them to data.splits or choose {key} among {built}"
+            )
 
 
 def needs_splits(key, paths):
     """Input function gathering `paths`, files of the splits named by `key`; it calls check_splits(key)
     when the DAG is built, so an impossible split fails at planning, and only when such a target is asked for
     (e.g. `figures` with data.splits=[valid] needs no test split)."""
+
     def get(wildcards):
         check_splits(key)
         return paths
+
     return get
 
 
-def split_file(cfg, stage, split, suffix):
-    """<split>.<suffix> in the directory of `stage` for `split` (a per-split stage has one per split)."""
-    return stage_dir(cfg, stage, split) / f"{split}.{suffix}"
+# Paths. Every stage file is named once, in robustedit.stages (Stage.files); these helpers turn the names into
+# the rules' output patterns, their input functions and the gathering rules' lists.
+def out(stage, key, **fixed):
+    """Output pattern of the stage's `key` file: results/{model}/<stage>/{hash}/<name>, the name's placeholders
+    ({split}, {eren_dataset}) left as wildcards unless given in `fixed`."""
+    name = file_pattern(stage, key)
+    for k, v in fixed.items():
+        name = name.replace(f"{{{k}}}", v)
+    return f"{RESULTS}/{{model}}/{stage}/{{hash}}/{name}"
 
 
-def search_file(stage, suffix, baseline=False):
+def upstream(stage, source, *keys, per_dataset=False):
+    """Input function of a `stage` job: the `keys` files of `source` that the run behind the job's directory
+    consumes (the job's split for a per-split source; per_dataset: the job's EREN data set). One key gives
+    one path, several a list."""
+
+    def get(w):
+        values = {"eren_dataset": w.eren_dataset} if per_dataset else {}
+        paths = [stage_file(RUN_OF[(stage, w.model, w.hash)], source, key, **values) for key in keys]
+        return paths[0] if len(keys) == 1 else paths
+
+    return get
+
+
+def split_file(cfg, stage, split, key):
+    """The `key` file of `stage` for `split` under a run config (a per-split stage has one directory per split)."""
+    return stage_file(cfg, stage, key, split if per_split(stage) else None)
+
+
+# A stage job's own value, which names its log and benchmark files and is passed to its script
+JOB_VALUE = {"eren_eval": ("eren_dataset", "job.dataset")}  # wildcard, config key; per-split stages: split
+
+
+def _job_value(stage):
+    return ("split", "job.split") if per_split(stage) else JOB_VALUE.get(stage)
+
+
+def job_file(stage, kind):
+    """The log (kind "logs", .log) or benchmark (kind "benchmarks", .tsv) of a stage job, in its directory."""
+    value = _job_value(stage)
+    name = f"{{{value[0]}}}" if value else stage
+    ext = "log" if kind == "logs" else "tsv"
+    return f"{RESULTS}/{{model}}/{stage}/{{hash}}/{kind}/{name}.{ext}"
+
+
+# The start of every model-loading job's command: torch's and MKL's threads = the job's threads
+MODEL_JOB = "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.py:q}"
+
+
+def stage_shell(stage, script=None):
+    """Shell command of a model-loading stage job: scripts/<stage>.py (rule, script and stage share one name)
+    with the run's overrides and the job's value."""
+    value = _job_value(stage)
+    arg = f" {value[1]}={{wildcards.{value[0]}:q}}" if value else ""
+    return f"{MODEL_JOB} scripts/{script or stage}.py {{params.overrides}}{arg} > {{log:q}} 2>&1"
+
+
+def search_file(stage, key, baseline=False):
     """One file per setting of REP's search (rep.search), on the search split: of the setting's `stage`, or
     (baseline=True) of its run's ROME evaluation, the paired differences' baseline."""
-    return needs_splits("rep.search.split", [
-        split_file(c if baseline else s, stage, s["rep"]["search"]["split"], suffix) for c, _, s in SEARCH_CFGS])
+    return needs_splits(
+        "rep.search.split",
+        [split_file(c if baseline else s, stage, s["rep"]["search"]["split"], key) for c, _, s in SEARCH_CFGS],
+    )
 
 
 def gpu_count(wildcards):
@@ -143,11 +208,13 @@ FRESH_OVERRIDE = "++job.fresh=true"
 def overrides_for(stage):
     """Snakemake params function: the quoted Hydra overrides behind a stage directory (rule name = stage),
     plus FRESH_OVERRIDE when the rule is forced."""
+
     def get(wildcards):
         key = (stage, wildcards.model, wildcards.hash)
         if key not in OVERRIDES:
             raise ValueError(f"no configured run produces {stage} outputs {key}; add it to `runs`")
         return " ".join(shlex.quote(o) for o in OVERRIDES[key] + ([FRESH_OVERRIDE] if forced(stage) else []))
+
     return get
 
 
@@ -158,9 +225,9 @@ def _run_labels():
     return [n if names.count(n) == 1 else f"{n} [{' '.join(r)}]" for n, r in zip(names, RUNS)]
 
 
-def fig_inputs(stage, suffix):
-    """Input function: one per-run CSV of `stage` for every run (its analysis.split, checked)."""
-    return needs_splits("analysis.split", [split_file(c, stage, c["analysis"]["split"], suffix) for c in CFGS])
+def fig_inputs(stage, key):
+    """Input function: one per-run `key` file of `stage` for every run (its analysis.split, checked)."""
+    return needs_splits("analysis.split", [split_file(c, stage, c["analysis"]["split"], key) for c in CFGS])
 
 
 def _one_run_per_hash(stage):

@@ -23,6 +23,7 @@ from robustedit.io import write_json, write_jsonl
 from robustedit.manifest import DataStore
 from robustedit.pipeline.stage import stage_app, stage_dir
 from robustedit.pipeline.eren import calibration_items, dataset_items, load_encoder_from, load_reader_from
+from robustedit.stages import file_name
 
 
 def load_notebook(cfg: dict, dataset: str, encoder, statements: list[str]) -> Notebook:
@@ -73,8 +74,8 @@ def evaluate_dataset(cfg: dict, dataset: str, encoder, reader) -> tuple[list[dic
 def main(cfg: dict, out_dir: Path) -> None:
     dataset = cfg["job"]["dataset"]
     records, summary = evaluate_dataset(cfg, dataset, load_encoder_from(cfg), load_reader_from(cfg))
-    write_jsonl(out_dir / f"{dataset}.items.jsonl", records)
-    write_json(out_dir / f"{dataset}.summary.json", summary)
+    write_jsonl(out_dir / file_name("eren_eval", "items", eren_dataset=dataset), records)
+    write_json(out_dir / file_name("eren_eval", "summary", eren_dataset=dataset), summary)
     for method, s in summary["methods"].items():
         bp, eq = ("n/a", "n/a") if s["n_out_of_scope"] == 0 else (s["BP"], s["EQ"])
         print(f"[eren_eval] {dataset} {method}: ES {s['ES']}, BP {bp}, EQ {eq}", flush=True)

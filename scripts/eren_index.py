@@ -15,6 +15,7 @@ from robustedit.io import write_json
 from robustedit.manifest import DataStore
 from robustedit.pipeline.stage import stage_app
 from robustedit.pipeline.eren import load_encoder_from, notebook_statements
+from robustedit.stages import file_name
 
 
 def build_notebook(encoder, kind: str, statements: list[str], folder: Path) -> dict:
@@ -36,8 +37,9 @@ def main(cfg: dict, out_dir: Path) -> None:
         report[dataset] = build_notebook(encoder, cfg["eren"]["index"], statements, out_dir / dataset)
         print(f"[eren_index] {dataset}: {report[dataset]['n_notes']} notes in {report[dataset]['build_s']:.1f} s",
               flush=True)
-    write_json(out_dir / "index.json", {"encoder": encoder.name, "dim": encoder.dim, "index": cfg["eren"]["index"],
-                                        "device": cfg["hardware"]["device"], "datasets": report})
+    write_json(out_dir / file_name("eren_index", "report"),
+               {"encoder": encoder.name, "dim": encoder.dim, "index": cfg["eren"]["index"],
+                "device": cfg["hardware"]["device"], "datasets": report})
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from robustedit.io import write_json, write_jsonl
 from robustedit.manifest import DataStore
 from robustedit.pipeline.stage import stage_app
 from robustedit.pipeline.eren import load_encoder_from, load_reader_from
+from robustedit.stages import file_name
 
 
 def reader_part(cfg: dict, encoder, reader_loader: Callable, cases: list[dict], encoded,
@@ -56,8 +57,8 @@ def run_scaling(cfg: dict, encoder, reader_loader: Callable) -> tuple[dict, list
 @stage_app("eren_scaling")
 def main(cfg: dict, out_dir: Path) -> None:
     report, items = run_scaling(cfg, load_encoder_from(cfg), lambda: load_reader_from(cfg))
-    write_jsonl(out_dir / "scaling.items.jsonl", items)
-    write_json(out_dir / "scaling.json", report)
+    write_jsonl(out_dir / file_name("eren_scaling", "items"), items)
+    write_json(out_dir / file_name("eren_scaling", "scaling"), report)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Stage `eren_suite`: EREN on the run's Table 1 robustness cases, summarised as scripts/evaluate_edits.py does.
+"""Stage `eren_suite`: EREN on the run's Table 1 robustness cases, summarised as scripts/eval_rome.py does.
 
     python scripts/eren_suite.py job.split=test
 The notebook holds every case's edit statement (prompt + " " + target_new) at once; the queries of a
@@ -28,16 +28,21 @@ from robustedit.eren.notebook import Notebook
 from robustedit.eren.robustness import edit_statement, per_case_items, robustness_items, suite_summary
 from robustedit.io import read_jsonl, write_json, write_jsonl
 from robustedit.metrics import AGGREGATIONS
-from robustedit.pipeline.stage import stage_app, stage_dir
+from robustedit.pipeline.stage import stage_app, stage_file
 from robustedit.pipeline.eren import load_encoder_from, load_reader_from
+from robustedit.stages import file_name
 
-# Table 1 looks summaries up by metric name (scripts/make_table1.py: exact_match unless --metric says
+# Table 1 looks summaries up by metric name (scripts/table1.py: exact_match unless --metric says
 # otherwise). EREN has one generation-based scorer, filed under each of them; the block's `metric` names it.
 TABLE_METRICS = ("exact_match", "token_mean_acc", "prob_compare")
 
 
+# method -> its files of the stage (robustedit.stages): EREN's are the ones Table 1 reads as the EREN row
+SUITE_FILES = {"eren": ("results", "summary"), SCORE_GATED: ("score_results", "score_summary")}
+
+
 def load_cases(cfg: dict, split: str) -> list[dict]:
-    path = stage_dir(cfg, "cases", split) / f"{split}.jsonl"
+    path = stage_file(cfg, "cases", "cases", split)
     cases = read_jsonl(path)
     if not cases:
         raise RecordError(f"{path}: no cases to evaluate")
@@ -51,7 +56,7 @@ def summaries(items: list[dict]) -> dict:
 
 
 def evaluate_split(cfg: dict, split: str, encoder, reader) -> dict[str, tuple[list[dict], dict]]:
-    """method -> (per-case results, summary in evaluate_edits.py's format) of EREN and EREN+score on a split."""
+    """method -> (per-case results, summary in eval_rome.py's format) of EREN and EREN+score on a split."""
     eren = cfg["eren"]
     cases = load_cases(cfg, split)
     notebook = Notebook(encoder, index=eren["index"], faiss_device=eren["faiss_device"])
@@ -90,9 +95,9 @@ def main(cfg: dict, out_dir: Path) -> None:
     split = cfg["job"]["split"]
     results = evaluate_split(cfg, split, load_encoder_from(cfg), load_reader_from(cfg))
     for method, (per_case, summary) in results.items():
-        stem = split if method == "eren" else f"{split}.{method}"  # EREN keeps the file Table 1 reads
-        write_jsonl(out_dir / f"{stem}.results.jsonl", per_case)
-        write_json(out_dir / f"{stem}.summary.json", summary)
+        results_key, summary_key = SUITE_FILES[method]
+        write_jsonl(out_dir / file_name("eren_suite", results_key, split=split), per_case)
+        write_json(out_dir / file_name("eren_suite", summary_key, split=split), summary)
         if "skipped" in summary:
             print(f"[eren_suite] {split} {summary['method']} skipped: {summary['skipped']}", flush=True)
             continue

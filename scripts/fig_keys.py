@@ -15,7 +15,8 @@ from robustedit.analysis.whiten import load_solver
 from robustedit.models.load import load_model, resolve_device
 from robustedit.seeding import py_rng
 from robustedit.pipeline.analysis import analysed_cases
-from robustedit.pipeline.stage import model_dir, stage_app, stage_dir
+from robustedit.pipeline.stage import model_dir, stage_app, stage_file
+from robustedit.stages import file_name
 
 SIM_COLUMNS = ["model", "split", "case_id", "subject", "kind", "group", "variant", "other_case_id", "similarity",
                "raw_cosine"]
@@ -31,7 +32,7 @@ def main(cfg: dict, out_dir: Path) -> None:
         raise ValueError(f"[fig_keys] the {split} split has no cases to analyse")
     if an["pca_case"] >= len(cases):
         raise ValueError(f"[fig_keys] analysis.pca_case={an['pca_case']} but only {len(cases)} cases are analysed")
-    solver = load_solver(stage_dir(cfg, "stats") / "mom2.pt")
+    solver = load_solver(stage_file(cfg, "stats", "moment"))
     lm = load_model(model_dir(cfg), cfg["model"], hw["device"], hw["dtype"])
     down_proj = lm.arch.module(lm.model, "down_proj", cfg["model"]["layer"])
     case_keys = read_case_keys(lm.model, lm.tokenizer, down_proj, cases, batch_rows=hw["batch_size"],
@@ -39,9 +40,9 @@ def main(cfg: dict, out_dir: Path) -> None:
     rng = py_rng(cfg["seed"], "analysis", "random_pairs", split)
     rows = variant_rows(solver, case_keys) + random_pair_rows(solver, case_keys, an["n_random_pairs"], rng)
     tag = {"model": cfg["model"]["name"], "split": split}
-    write_csv(out_dir / f"{split}.similarity.csv", ({**tag, **r} for r in rows), SIM_COLUMNS)
+    write_csv(out_dir / file_name("fig_keys", "similarity", split=split), ({**tag, **r} for r in rows), SIM_COLUMNS)
     pca = pca_rows(solver, case_keys[an["pca_case"]])
-    write_csv(out_dir / f"{split}.pca.csv", ({**tag, **r} for r in pca), PCA_COLUMNS)
+    write_csv(out_dir / file_name("fig_keys", "pca", split=split), ({**tag, **r} for r in pca), PCA_COLUMNS)
     for kind in ("rephrase", "shuffle", "long", "random"):
         sims = sorted(r["similarity"] for r in rows if r["kind"] == kind)
         if sims:

@@ -22,8 +22,9 @@ from robustedit.manifest import DataStore
 from robustedit.models.load import load_model, resolve_device
 from robustedit.batching import pad_id_of
 from robustedit.seeding import py_rng
-from robustedit.pipeline.stage import model_dir, stage_app, stage_dir
+from robustedit.pipeline.stage import model_dir, stage_app, stage_file
 from robustedit.pipeline.analysis import analysed_cases
+from robustedit.stages import file_name
 
 TOP_COLUMNS = ["model", "split", "case_id", "subject", "rank", "similarity", "window", "position", "prefix_tail"]
 HIST_COLUMNS = ["model", "split", "bin_lo", "bin_hi", "count"]
@@ -38,7 +39,7 @@ def main(cfg: dict, out_dir: Path) -> None:
     store = DataStore(cfg["paths"]["data"])
     words = wikitext_words([store.path(f).read_text() for f in scan["local_files"]])
     start = py_rng(cfg["seed"], "analysis", "scan_start").randrange(len(words))
-    solver = load_solver(stage_dir(cfg, "stats") / "mom2.pt")
+    solver = load_solver(stage_file(cfg, "stats", "moment"))
     lm = load_model(model_dir(cfg), cfg["model"], hw["device"], hw["dtype"])
     device = resolve_device(hw["device"])
     down_proj = lm.arch.module(lm.model, "down_proj", cfg["model"]["layer"])
@@ -52,10 +53,11 @@ def main(cfg: dict, out_dir: Path) -> None:
                                pad_id=pad_id_of(lm.tokenizer), batch_rows=hw["batch_size"], device=device)
     tag = {"model": cfg["model"]["name"], "split": split}
     top = top_prefix_rows(result, windows, case_ids, subjects, lm.tokenizer, scan["tail_tokens"])
-    write_csv(out_dir / f"{split}.top_prefixes.csv", ({**tag, **r} for r in top), TOP_COLUMNS)
-    write_csv(out_dir / f"{split}.scan_hist.csv", ({**tag, **r} for r in histogram_rows(result)), HIST_COLUMNS)
-    write_json(out_dir / f"{split}.scan.json", {"n_windows": len(windows), "n_keys": result.n_keys,
-                                                "start_word": start, "n_subjects": len(subjects)})
+    out = {key: out_dir / file_name("fig_unrelated", key, split=split) for key in ("top", "hist", "scan")}
+    write_csv(out["top"], ({**tag, **r} for r in top), TOP_COLUMNS)
+    write_csv(out["hist"], ({**tag, **r} for r in histogram_rows(result)), HIST_COLUMNS)
+    write_json(out["scan"], {"n_windows": len(windows), "n_keys": result.n_keys, "start_word": start,
+                             "n_subjects": len(subjects)})
     print(f"[fig_unrelated] scanned {result.n_keys} keys in {len(windows)} windows for {len(subjects)} subjects",
           flush=True)
 

@@ -17,7 +17,8 @@ from robustedit.analysis.tables import write_csv
 from robustedit.analysis.transfer import join_outcomes, plot_transfer, summarise_transfer, transfer_records
 from robustedit.io import read_jsonl
 from robustedit.models.load import load_model, resolve_device
-from robustedit.pipeline.stage import model_dir, stage_app, stage_dir
+from robustedit.pipeline.stage import model_dir, stage_app, stage_file
+from robustedit.stages import file_name
 
 COLUMNS = ["model", "split", "case_id", "group", "index", "prompt", "r_before", "r_after", "gate", "gate_open",
            "cos_before", "cos_after", "rome_em", "rep_em", "rome_outcome", "rome_case_success"]
@@ -29,12 +30,12 @@ SUMMARY_COLUMNS = ["model", "split", "group", "domain", "rome_outcome", "n", "r_
 @stage_app("rep_diagnostics")
 def main(cfg: dict, out_dir: Path) -> None:
     split, hw = cfg["job"]["split"], cfg["hardware"]
-    cases = read_jsonl(stage_dir(cfg, "cases") / f"{split}.jsonl")
+    cases = read_jsonl(stage_file(cfg, "cases", "cases"))
     ids = [c["case_id"] for c in cases]
-    edits = torch.load(stage_dir(cfg, "rome") / f"{split}.edits.pt", weights_only=True)
-    adaptors = torch.load(stage_dir(cfg, "rep") / f"{split}.adaptors.pt", mmap=True, weights_only=True)
-    rome_results = read_jsonl(stage_dir(cfg, "eval_rome") / f"{split}.results.jsonl")
-    rep_results = read_jsonl(stage_dir(cfg, "eval_rep") / f"{split}.results.jsonl")
+    edits = torch.load(stage_file(cfg, "rome", "edits"), weights_only=True)
+    adaptors = torch.load(stage_file(cfg, "rep", "adaptors"), mmap=True, weights_only=True)
+    rome_results = read_jsonl(stage_file(cfg, "eval_rome", "results"))
+    rep_results = read_jsonl(stage_file(cfg, "eval_rep", "results"))
     for label, got in (("rome edits", edits["case_ids"]), ("rep adaptors", adaptors["case_ids"]),
                        ("eval_rome results", [r["case_id"] for r in rome_results]),
                        ("eval_rep results", [r["case_id"] for r in rep_results])):
@@ -54,10 +55,11 @@ def main(cfg: dict, out_dir: Path) -> None:
         skipped = {g: skipped.get(g, 0) + n for g, n in skip.items()}
     rows = join_outcomes(records, rome_results, rep_results)
     tag = {"model": cfg["model"]["name"], "split": split}
-    write_csv(out_dir / f"{split}.transfer.csv", ({**tag, **r} for r in rows), COLUMNS)
+    out = {key: out_dir / file_name("rep_diagnostics", key, split=split) for key in ("transfer", "summary", "figure")}
+    write_csv(out["transfer"], ({**tag, **r} for r in rows), COLUMNS)
     summary = summarise_transfer(rows)
-    write_csv(out_dir / f"{split}.transfer_summary.csv", ({**tag, **s} for s in summary), SUMMARY_COLUMNS)
-    plot_transfer(rows, out_dir / f"{split}.transfer.png",
+    write_csv(out["summary"], ({**tag, **s} for s in summary), SUMMARY_COLUMNS)
+    plot_transfer(rows, out["figure"],
                   title=f"{cfg['model']['name']} {split}: ROME's transfer ratio before / after REP "
                         f"(threshold {cfg['rep']['gate_threshold']})")
     print(f"[rep_diagnostics] {len(rows)} items of {len(cases)} cases; skipped without the subject: {skipped}",

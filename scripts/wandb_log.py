@@ -16,7 +16,7 @@ from robustedit.analysis.tables import read_csv
 from robustedit.io import read_json, write_json
 from robustedit.tracking import start_run
 from robustedit.pipeline.config import compose
-from robustedit.pipeline.stage import stage_dir
+from robustedit.pipeline.stage import stage_file
 from robustedit.pipeline.tables import AGGREGATION, GROUP_OF, METRIC, rows_from
 
 
@@ -24,7 +24,7 @@ def table1_metrics(cfg: dict, stages: list[str]) -> dict[str, float]:
     """table1/<method>/<column> for the run's evaluation summaries (empty cells skipped), as Table 1 shows them."""
     ev, out = cfg["eval"], {}
     for stage in stages:
-        summary = read_json(stage_dir(cfg, stage, ev["report_split"]) / f"{ev['report_split']}.summary.json")
+        summary = read_json(stage_file(cfg, stage, "summary", ev["report_split"]))
         for row in rows_from(summary, METRIC, AGGREGATION):
             out.update({f"table1/{row['method']}/{col}": float(row[col]) for col in GROUP_OF if row[col] != ""})
     return out

@@ -9,10 +9,10 @@ import os
 import zipfile
 from pathlib import Path
 
-import compute_stats
+import stats as stats_script
 import pytest
-import rep_train
-import rome_edits
+import rep as rep_script
+import rome as rome_script
 import torch
 
 from conftest import REPO, tiny_llama
@@ -49,8 +49,8 @@ def scaled_partial(folder: Path, ids: list, stamp: dict) -> None:
 
 def run_rome(out: Path, ids: list, fresh: bool = False, stamp: dict = STAMP) -> tuple[dict, list]:
     calls: list = []
-    done = rome_edits.edit_cases(cases_of(ids), stub_edit(calls), out / "valid.edits.partial", 1, stamp, fresh=fresh)
-    rome_edits.write_outputs(out, "valid", LAYER, done)
+    done = rome_script.edit_cases(cases_of(ids), stub_edit(calls), out / "valid.edits.partial", 1, stamp, fresh=fresh)
+    rome_script.write_outputs(out, "valid", LAYER, done)
     return torch.load(out / "valid.edits.pt", weights_only=True), calls
 
 
@@ -115,14 +115,14 @@ def test_pickle_payload_in_a_piece_is_refused_never_run(tmp_path, capsys):
 def test_rep_partial_of_another_code_version_is_discarded(tmp_path, capsys):
     stamp = {**STAMP, "stage": "rep"}
     ids = list(range(4))
-    rep_train.train_cases(cases_of(ids), stub_fit(), tmp_path / "p", stamp)  # a finished run's pieces
+    rep_script.train_cases(cases_of(ids), stub_fit(), tmp_path / "p", stamp)  # a finished run's pieces
     fit = stub_fit()
-    got = rep_train.train_cases(cases_of(ids), fit, tmp_path / "p", {**stamp, "code_version": "new"})
+    got = rep_script.train_cases(cases_of(ids), fit, tmp_path / "p", {**stamp, "code_version": "new"})
     assert "[rep] discarding" in capsys.readouterr().out and fit.calls == ids
     fresh = stub_fit()
-    rep_train.train_cases(cases_of(ids), fresh, tmp_path / "p", {**stamp, "code_version": "new"}, fresh=True)
+    rep_script.train_cases(cases_of(ids), fresh, tmp_path / "p", {**stamp, "code_version": "new"}, fresh=True)
     assert fresh.calls == ids  # a forced rerun trains every case again
-    again = rep_train.train_cases(cases_of(ids), stub_fit(), tmp_path / "q", stamp)
+    again = rep_script.train_cases(cases_of(ids), stub_fit(), tmp_path / "q", stamp)
     assert_same_adaptors({"case_ids": ids, "layer": 1, "states": got[0]},
                          {"case_ids": ids, "layer": 1, "states": again[0]})
 
@@ -176,7 +176,7 @@ def test_stats_checkpoint_of_other_rows_restarts(llama_tok, capsys, tmp_path):
     def run(state):
         return compute_second_moment(model, llama_tok, ARCH, LAYER, edited, state=state, **kw)
 
-    got = compute_stats.resume_or_restart(run, saved[0], partial)
+    got = stats_script.resume_or_restart(run, saved[0], partial)
     assert "[stats] discarding" in capsys.readouterr().out and not partial.exists()
     assert got.stats["resumed_from_docs"] == 0 and torch.equal(got.accumulator.sum, run(None).accumulator.sum)
 

@@ -10,7 +10,8 @@ from robustedit.pipeline.stage import stage_dir  # noqa: E402
 
 from robustedit.errors import ConfigError  # noqa: E402
 from robustedit.models.arch import Architecture  # noqa: E402
-from robustedit.stages import hashed_keys, stage_hash  # noqa: E402
+from robustedit.stages import hashed_keys  # noqa: E402
+from robustedit.hashing import stage_hash  # noqa: E402
 
 MODELS = ["smollm2-135m", "gemma3-270m", "llama2-7b", "mistral-7b"]
 HARDWARE = ["cpu", "gpu"]

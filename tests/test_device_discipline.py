@@ -63,7 +63,7 @@ def spd(dim: int, seed: int = 0) -> torch.Tensor:
 
 
 def cpu_edits(model, n: int, seed: int = 0) -> list[RankOneEdit]:
-    """Rank-one edits as evaluate_edits.py loads them: CPU tensors, large enough to move the argmax."""
+    """Rank-one edits as eval_rome.py loads them: CPU tensors, large enough to move the argmax."""
     g = torch.Generator().manual_seed(seed)
     lin = ARCH.module(model, "down_proj", LAYER)
     return [RankOneEdit(LAYER, torch.randn(lin.in_features, generator=g) / lin.in_features ** 0.5,
@@ -161,7 +161,7 @@ class CpuFactorSolver(MomentSolver):
 
 
 def test_checker_catches_the_cpu_moment_solver_bug(llama_tok, model, tmp_path):
-    """scripts/rome_edits.py loaded mom2.pt on the CPU; u came back on the CPU, k* was on CUDA."""
+    """scripts/rome.py loaded mom2.pt on the CPU; u came back on the CPU, k* was on CUDA."""
     torch.save({"moment": spd(ARCH.key_dim(model, LAYER))}, tmp_path / "mom2.pt")
     with simulated_cuda():
         model.to("cuda")
@@ -178,7 +178,7 @@ def rome(model, tok, solver, device):
 
 @pytest.mark.parametrize("factor_on", ["run device", "cpu"])
 def test_rome_on_cuda_with_a_cpu_loaded_second_moment(llama_tok, model, tmp_path, factor_on):
-    """As scripts/rome_edits.py: C from torch.load (CPU), the solver on the run's device (or left on
+    """As scripts/rome.py: C from torch.load (CPU), the solver on the run's device (or left on
     the CPU, as older callers do); u, v*, k* come back on CUDA with the CPU run's exact values."""
     torch.save({"moment": spd(ARCH.key_dim(model, LAYER))}, tmp_path / "mom2.pt")
     C = torch.load(tmp_path / "mom2.pt", weights_only=True)["moment"]

@@ -1,6 +1,6 @@
 """EREN data sets by config (eren.data.<name>: <file> or {file, kind}): a hand-made QA file in EREN's format
 (several statements per edit, no unrelated questions in one record or in the whole set) through eren_index,
-eren_eval and make_eren_table on stubs; a user file named by path is hashed by content; the Snakemake plan
+eren_eval and eren_table on stubs; a user file named by path is hashed by content; the Snakemake plan
 has an eren_eval job per configured name; malformed records are named by file, record and field."""
 import json
 import subprocess
@@ -15,12 +15,13 @@ from robustedit.pipeline.stage import data_file_guard, stage_dir  # noqa: E402
 
 import eren_eval  # noqa: E402
 import eren_index  # noqa: E402
-import make_eren_table  # noqa: E402
+import eren_table as eren_table_script  # noqa: E402
 from robustedit.errors import ConfigError, RecordError  # noqa: E402
 from robustedit.eren.data import check_qa, dataset_spec, load_qa  # noqa: E402
 from robustedit.eren.encoder import HashEncoder  # noqa: E402
 from robustedit.manifest import DataStore, sha256_file  # noqa: E402
-from robustedit.stages import stage_config, stage_hash, stage_view  # noqa: E402
+from robustedit.hashing import stage_config, stage_hash  # noqa: E402
+from robustedit.stage_view import stage_view  # noqa: E402
 from test_eren_pipeline import stub_reader  # noqa: E402  (answers from the first note it reads)
 
 RECORDS = [
@@ -121,13 +122,13 @@ def test_qa_file_through_index_eval_and_table(tmp_path, where):
     old, sys.argv = sys.argv, ["x", str(tmp_path / "a.summary.json"), str(tmp_path / "b.summary.json"),
                                "--out-csv", str(tmp_path / "eren.csv"), "--out-md", str(tmp_path / "eren.md")]
     try:
-        make_eren_table.main()
+        eren_table_script.main()
     finally:
         sys.argv = old
     lines = (tmp_path / "eren.csv").read_text().splitlines()
     header = lines[0].split(",")
     rows = [dict(zip(header, line.split(","))) for line in lines[1:]]
-    names = [make_eren_table.METHOD_NAMES.get(m, m) for m in summary["methods"]]
+    names = [eren_table_script.METHOD_NAMES.get(m, m) for m in summary["methods"]]
     methods = names + [f"EREN − {n}" for n in names if n != "EREN"]  # each method, then EREN's differences
     assert [(r["dataset"], r["method"]) for r in rows] == [("mine", m) for m in methods * 2]
     first, second = rows[:len(methods)], rows[len(methods):]

@@ -16,15 +16,16 @@ import eren_eval  # noqa: E402
 import eren_index  # noqa: E402
 import eren_scaling  # noqa: E402
 import eren_suite  # noqa: E402
-import make_eren_scaling  # noqa: E402
-import make_eren_table  # noqa: E402
+import eren_scaling_plot as eren_scaling_plot_script  # noqa: E402
+import eren_table as eren_table_script  # noqa: E402
 from robustedit.errors import ConfigError, DataIntegrityError, RecordError  # noqa: E402
 from robustedit.eren.encoder import HashEncoder  # noqa: E402
 from robustedit.eren.reader import StubReader, TimedReader  # noqa: E402
 from robustedit.manifest import DataStore  # noqa: E402
 from robustedit.pipeline.eren import calibration_items  # noqa: E402
 from robustedit.pipeline.tables import rows_from  # noqa: E402
-from robustedit.stages import per_split, stage_hash  # noqa: E402
+from robustedit.stages import per_split  # noqa: E402
+from robustedit.hashing import stage_hash  # noqa: E402
 
 EREN_STAGES = ("eren_index", "eren_eval", "eren_scaling", "eren_suite")
 
@@ -116,8 +117,8 @@ def test_eval_stage_on_stubs_with_every_edit_in_the_notebook(tmp_path, dataset, 
     assert gate["n_queries"] > 0 and summary["methods"]["eren_score"]["score_threshold"] == gate["threshold"]
     held = {it["id"] for it in calibration_items(cfg, DataStore(cfg["paths"]["data"]), dataset)}
     assert held and not held & {r["id"] for r in records}
-    rows = make_eren_table.rows_from(summary, records)
-    names = [make_eren_table.METHOD_NAMES.get(m, m) for m in summary["methods"]]
+    rows = eren_table_script.rows_from(summary, records)
+    names = [eren_table_script.METHOD_NAMES.get(m, m) for m in summary["methods"]]
     assert [r["method"] for r in rows] == names + [f"EREN − {n}" for n in names if n != "EREN"]
     by = dict(zip([r["method"] for r in rows], rows))
     assert by["EREN"]["paper_EQ"] in (96.9, 80.5) and by["one-step MRC"]["paper_EQ"] is None
@@ -127,7 +128,7 @@ def test_eval_stage_on_stubs_with_every_edit_in_the_notebook(tmp_path, dataset, 
         for col in ("ES", "BP", "EQ", "fallback_in_scope", "own_note_retrieved_in_scope"):
             assert r[f"{col}_lo"] <= r[col] <= r[f"{col}_hi"], (r["method"], col)
     assert by["EREN − unedited reader"]["BP"] == pytest.approx(by["EREN"]["BP"] - 100.0)  # unedited: BP 100
-    make_eren_table.write_tables(rows, tmp_path / "eren.csv", tmp_path / "eren.md")
+    eren_table_script.write_tables(rows, tmp_path / "eren.csv", tmp_path / "eren.md")
     header = (tmp_path / "eren.csv").read_text().splitlines()[0]
     assert header.startswith("reader,dataset,method,ES,ES_lo,ES_hi,BP,BP_lo,BP_hi,EQ,EQ_lo,EQ_hi,paper_ES")
     assert f"| {rows[0]['ES']:.1f} [{rows[0]['ES_lo']:.1f}, {rows[0]['ES_hi']:.1f}] |" in \
@@ -217,7 +218,7 @@ def test_scaling_stage_and_figure(tmp_path):
                 "--out-png", str(tmp_path / "f.png"), "--out-fig-csv", str(tmp_path / "f.csv")]
     old, sys.argv = sys.argv, sys_argv
     try:
-        make_eren_scaling.main()
+        eren_scaling_plot_script.main()
     finally:
         sys.argv = old
     lines = (tmp_path / "t.csv").read_text().splitlines()

@@ -16,7 +16,7 @@ from robustedit.models.arch import Architecture
 from robustedit.rep import AdaptorConfig, RepEditBatch, adaptor_state, init_params
 from test_evaluate import make_case
 
-import evaluate_rep  # noqa: E402
+import eval_rep as eval_rep_script  # noqa: E402
 
 from robustedit.pipeline import evaluate  # noqa: E402
 
@@ -54,7 +54,7 @@ def rep_setup(llama_tok, tmp_path_factory):
 
 
 def stage_cfg(eval_dropout=False):
-    """The config keys evaluate_rep.rep_edit_batch_fn reads."""
+    """The config keys eval_rep_script.rep_edit_batch_fn reads."""
     return {"job": {"split": "valid"}, "seed": 0,
             "rep": {"adaptor": {"eval_dropout": eval_dropout}, "gate_threshold": 0.5}}
 
@@ -68,11 +68,11 @@ def test_one_chunk_is_the_unchunked_evaluation(rep_setup, eval_dropout):
     (one RepEditBatch of every state), with the test-time dropout stream too."""
     lm, cases, edits, paths = rep_setup
     path = paths[eval_dropout]
-    make, chunk = evaluate_rep.rep_edit_batch_fn(stage_cfg(eval_dropout), path)
+    make, chunk = eval_rep_script.rep_edit_batch_fn(stage_cfg(eval_dropout), path)
     assert chunk >= len(cases)
     got = evaluate.evaluate_in_chunks(lm, cases, edits, "cpu", 4, EVAL, make, chunk_cases=chunk)
     saved = torch.load(path, weights_only=True)
-    gen = evaluate_rep.torch_generator(0, "rep_eval_dropout", "valid", device="cpu") if eval_dropout else None
+    gen = eval_rep_script.torch_generator(0, "rep_eval_dropout", "valid", device="cpu") if eval_dropout else None
     old = RepEditBatch(lm.model, ARCH, LAYER, edits, saved["states"], "cpu", threshold=0.5, generator=gen)
     want = evaluate_cases(lm.model, lm.tokenizer, ARCH, cases, old, 4, "cpu", mode="batched", alternatives=True)
     assert got == want
@@ -85,7 +85,7 @@ def test_chunked_eval_rep_equals_unchunked(rep_setup):
     Only one chunk's adaptors are ever stacked."""
     lm, cases, edits, paths = rep_setup
     pre = evaluate_cases(lm.model, lm.tokenizer, ARCH, cases, edits, 4, "cpu")  # eval_rome's results
-    make, _ = evaluate_rep.rep_edit_batch_fn(stage_cfg(), paths[False])
+    make, _ = eval_rep_script.rep_edit_batch_fn(stage_cfg(), paths[False])
     built = []
 
     def spy(lm_, edits_, device, part):
@@ -111,9 +111,9 @@ def test_chunked_eval_rep_equals_unchunked(rep_setup):
 
 def test_chunk_size_follows_the_byte_budget():
     state = adaptor_state(init_params(1000, AdaptorConfig(), torch.Generator().manual_seed(0)), AdaptorConfig())
-    per_case = evaluate_rep.adaptor_bytes(state)
+    per_case = eval_rep_script.adaptor_bytes(state)
     assert per_case == 4 * (2 * 32 * 1000 + 100 * 1000 + 100 + 100 + 1)
-    assert evaluate_rep.chunk_cases_for([state], budget=10 * per_case + 1) == 10
-    assert evaluate_rep.chunk_cases_for([state], budget=1) == 1 and evaluate_rep.chunk_cases_for([]) is None
+    assert eval_rep_script.chunk_cases_for([state], budget=10 * per_case + 1) == 10
+    assert eval_rep_script.chunk_cases_for([state], budget=1) == 1 and eval_rep_script.chunk_cases_for([]) is None
     assert [list(r) for r in evaluate.case_chunks(5, 2)] == [[0, 1], [2, 3], [4]]
     assert [list(r) for r in evaluate.case_chunks(3, None)] == [[0, 1, 2]]

@@ -33,7 +33,7 @@ def test_bad_override_fails_before_running():
 
 
 def build_cases(tmp_path, *overrides):
-    return run([PY, "scripts/build_cases.py", f"paths.results={tmp_path}/results", *overrides])
+    return run([PY, "scripts/cases.py", f"paths.results={tmp_path}/results", *overrides])
 
 
 def test_corrupted_data_stops_with_the_file_named_and_writes_nothing(tmp_path):

@@ -21,7 +21,7 @@ from robustedit.pipeline.wikitext import context_words, snippets
 from robustedit.rep import fit_rep_adaptor, training_texts
 from test_evaluate import make_case
 
-import rep_train  # noqa: E402  (scripts/ is on the test path)
+import rep as rep_script  # noqa: E402  (scripts/ is on the test path)
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = sorted(p.stem for p in (ROOT / "conf" / "rep").glob("*.yaml"))
@@ -77,7 +77,7 @@ def test_held_out_sequences_match_the_evaluation(llama_tok):
 @pytest.mark.parametrize("setting", SETTINGS)
 def test_no_setting_trains_on_a_scored_sequence(setting, llama_tok):
     cfg = compose([f"rep={setting}"])
-    _, tcfg = rep_train.rep_configs(cfg["rep"])
+    _, tcfg = rep_script.rep_configs(cfg["rep"])
     words = context_words(DataStore(cfg["paths"]["data"]), cfg["data"]["long_context"])
     for case in cases_with_collisions():
         rng = random.Random(case["case_id"])
@@ -99,14 +99,14 @@ def test_no_setting_trains_on_a_scored_sequence(setting, llama_tok):
 
 
 def test_default_setting_has_gate_negatives_and_no_k_star_positive():
-    _, tcfg = rep_train.rep_configs(compose([])["rep"])
+    _, tcfg = rep_script.rep_configs(compose([])["rep"])
     assert tcfg.gate_loss_weight > 0 and tcfg.gate_negative_snippets > 0 and not tcfg.gate_original_positive
 
 
 def test_the_old_negatives_are_refused(llama_tok, tiny_llama_model):
     """The neighbourhood prompts were the gate's negatives; the Locality column scores exactly them."""
     case = make_case(0)
-    _, tcfg = rep_train.rep_configs(compose([])["rep"])
+    _, tcfg = rep_script.rep_configs(compose([])["rep"])
     dp = tiny_llama_model.model.layers[1].mlp.down_proj
     import torch
     u = torch.ones(dp.in_features) / dp.in_features ** 0.5

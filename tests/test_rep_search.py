@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-import make_rep_search  # noqa: E402  (scripts/ is on the test path)
+import rep_search as rep_search_script  # noqa: E402  (scripts/ is on the test path)
 from robustedit.errors import ConfigError
 from robustedit.pipeline.config import compose, search_points
 from robustedit.pipeline.rep_search import MAX_DROP, gap_closed, select, selection_score, training_diagnostics
@@ -67,7 +67,7 @@ def test_search_table(tmp_path):
     log = tmp_path / "valid.rep.jsonl"
     log.write_text(json.dumps({"steps": [{"agg": -0.9, "consistency": 0.0}], "gate": {}}) + "\n")
     out = tmp_path / "search.csv"
-    run_script(make_rep_search, ["--out-csv", out, "--out-md", tmp_path / "search.md", "--settings", "a", "b",
+    run_script(rep_search_script, ["--out-csv", out, "--out-md", tmp_path / "search.md", "--settings", "a", "b",
                                  "--summaries", paths["same"], paths["better"], "--logs", log, log,
                                  "--rome-summaries", paths["rome"], paths["rome"]])
     rows = list(csv.DictReader(out.open()))

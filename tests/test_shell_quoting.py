@@ -40,8 +40,8 @@ def test_results_path_with_space_and_quote_stays_one_argument(tmp_path):
         assert log.startswith(f"{results}/") and log.endswith(".log") and cmd[-1] == "2>&1", cmd
         for token in cmd:  # no path was cut at its space or quote
             assert "my res" not in token or token.startswith(str(results)) or token.startswith("paths.results="), token
-    splits = sorted(c[c.index(">") - 1] for c in commands if "scripts/rome_edits.py" in c)
+    splits = sorted(c[c.index(">") - 1] for c in commands if "scripts/rome.py" in c)
     assert splits == ["job.split=test", "job.split=valid"]
-    table1 = next(c for c in commands if "scripts/make_table1.py" in c)
+    table1 = next(c for c in commands if "scripts/table1.py" in c)
     assert table1[table1.index("--out-csv") + 1] == f"{results}/tables/table1.csv"
     assert not (REPO / "it's").exists() and not (REPO / "my").exists()

@@ -26,8 +26,9 @@ from robustedit.errors import ConfigError
 from robustedit.manifest import DataStore, only_files, sha256_file
 from robustedit.rome.hparams import ROMEHyperParams
 from robustedit.stages import (ALWAYS_READABLE, NOT_HASHED, OPTIONAL, READ_BY_NO_STAGE, SPLIT_FILES, STAGES,
-                               StageReadError, data_files, hashed_keys, leaves, per_split, stage_config, stage_hash,
-                               stage_reads, stage_view)
+                               hashed_keys, leaves, per_split, stage_reads)
+from robustedit.hashing import data_files, stage_config, stage_hash
+from robustedit.stage_view import stage_view, StageReadError
 
 BASE = compose(["job.split=valid"])  # per-split stages: the valid split's directories (others: tests/test_user_data.py)
 MANIFEST = json.loads((REPO / "resources" / "data" / "MANIFEST.json").read_text())
@@ -139,7 +140,7 @@ def test_unknown_keys_are_refused_when_composing(override, key):
 
 
 def test_a_stage_script_refuses_an_unknown_key_before_running(tmp_path):
-    res = subprocess.run([sys.executable, "scripts/rome_edits.py", "+rome.foo=1", f"paths.results={tmp_path}",
+    res = subprocess.run([sys.executable, "scripts/rome.py", "+rome.foo=1", f"paths.results={tmp_path}",
                           "job.split=valid"], cwd=REPO, capture_output=True, text=True)
     assert res.returncode != 0 and "rome.foo: unknown key" in res.stdout + res.stderr
     assert list(tmp_path.iterdir()) == []
@@ -244,14 +245,14 @@ TINY = ["data.splits=[valid]", "data.max_cases=2", "data.filter.enabled=false", 
         "eren.scaling.n_latency=2", "eren.scaling.reader_queries=1", "eren.suite.n_cases=1",
         "eren.suite.groups=[success,locality]", "job.split=valid"]  # per-split directories: the valid split's
 # (stage, script, job overrides) in dependency order: every stage with a directory
-JOBS = [("cases", "build_cases", ["job.split=valid"]), ("stats", "compute_stats", []),
-        ("templates", "make_templates", []), ("rome", "rome_edits", ["job.split=valid"]),
-        ("eval_rome", "evaluate_edits", ["job.split=valid"]), ("rep", "rep_train", ["job.split=valid"]),
-        ("eval_rep", "evaluate_rep", ["job.split=valid"]), ("rep_diagnostics", "rep_diagnostics", ["job.split=valid"]),
-        ("fig_keys", "fig_keys", ["job.split=valid"]),
-        ("fig_unrelated", "fig_unrelated", ["job.split=valid"]), ("fig_values", "fig_values", ["job.split=valid"]),
-        ("eren_index", "eren_index", []), ("eren_eval", "eren_eval", ["job.dataset=cfh"]),
-        ("eren_scaling", "eren_scaling", []), ("eren_suite", "eren_suite", ["job.split=valid"])]
+# Every stage with a directory, run by its script (scripts/<stage>.py: one name for rule, script and stage)
+# with the job's own value
+JOBS = [(stage, stage, args) for stage, args in [
+    ("cases", ["job.split=valid"]), ("stats", []), ("templates", []), ("rome", ["job.split=valid"]),
+    ("eval_rome", ["job.split=valid"]), ("rep", ["job.split=valid"]), ("eval_rep", ["job.split=valid"]),
+    ("rep_diagnostics", ["job.split=valid"]), ("fig_keys", ["job.split=valid"]), ("fig_unrelated", ["job.split=valid"]),
+    ("fig_values", ["job.split=valid"]), ("eren_index", []), ("eren_eval", ["job.dataset=cfh"]), ("eren_scaling", []),
+    ("eren_suite", ["job.split=valid"])]]
 
 
 def tiny_model(folder: Path) -> None:
@@ -346,7 +347,7 @@ def test_rep_outputs_do_not_depend_on_the_gate_threshold(tiny_run):
     first = {name: (out / name).read_bytes() for name in ("valid.adaptors.pt", "valid.rep.jsonl")}
     for name in first:
         (out / name).unlink()
-    res = run_script("rep_train", overrides + ["job.split=valid", "rep.gate_threshold=0.5"])
+    res = run_script("rep", overrides + ["job.split=valid", "rep.gate_threshold=0.5"])
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert stage_dir(compose(overrides + ["rep.gate_threshold=0.5"]), "rep") == out  # the same directory ...
     assert {name: (out / name).read_bytes() for name in first} == first  # ... and the same bytes

@@ -11,7 +11,7 @@ from conftest import REPO, tiny_llama
 from robustedit.models.arch import Architecture
 from robustedit.pipeline.config import compose
 from robustedit.rome import compute_second_moment
-from robustedit.stages import stage_hash
+from robustedit.hashing import stage_hash
 
 
 LAYER = 1

@@ -15,7 +15,7 @@ from robustedit.rep import AdaptorConfig, RepResult, RepTrainConfig, adaptor_sta
 from robustedit.evaluate.leakage import leak_guard
 from test_evaluate import make_case
 
-import rep_train  # noqa: E402
+import rep as rep_script  # noqa: E402
 
 LAYER = 1
 ARCH = Architecture("llama", 4)
@@ -66,8 +66,8 @@ def saves(monkeypatch):
 
 
 def run_rep(tmp_path, cases, fit, split="valid"):
-    states, logs = rep_train.train_cases(cases, fit, tmp_path / f"{split}.adaptors.partial", STAMP)
-    rep_train.write_outputs(tmp_path, split, [c["case_id"] for c in cases], LAYER, states, logs)
+    states, logs = rep_script.train_cases(cases, fit, tmp_path / f"{split}.adaptors.partial", STAMP)
+    rep_script.write_outputs(tmp_path, split, [c["case_id"] for c in cases], LAYER, states, logs)
     return torch.load(tmp_path / f"{split}.adaptors.pt", weights_only=True)
 
 

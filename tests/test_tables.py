@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-import make_gate_table  # noqa: E402
-import make_table1  # noqa: E402
+import gate_threshold as gate_threshold_script  # noqa: E402
+import table1 as table1_script  # noqa: E402
 
 from robustedit.errors import DataIntegrityError  # noqa: E402
 from robustedit.eren.robustness import per_case_items, suite_summary  # noqa: E402
@@ -106,7 +106,7 @@ def table1(tmp_path):
              save(tmp_path, "eren_score", {"method": "EREN+score", "model": "m", "split": "valid",
                                            "skipped": "no held-out cases"}, [])]  # a skipped variant: no row
     out = tmp_path / "table1.csv"
-    run_script(make_table1, [*paths, "--out-csv", out, "--out-md", tmp_path / "table1.md"])
+    run_script(table1_script, [*paths, "--out-csv", out, "--out-md", tmp_path / "table1.md"])
     return list(csv.DictReader(out.open())), (tmp_path / "table1.md").read_text(), out
 
 
@@ -139,7 +139,7 @@ def test_table1_refuses_results_that_do_not_match_the_summary(tmp_path):
     stale = eval_summary("ROME", results(4, hit=lambda ci, j: 0.0))
     path = save(tmp_path, "rome", stale, rome)
     with pytest.raises(DataIntegrityError, match="m ROME .valid.: column success is 0.0 in the summary but 100.0"):
-        run_script(make_table1, [path, "--out-csv", tmp_path / "t.csv", "--out-md", tmp_path / "t.md"])
+        run_script(table1_script, [path, "--out-csv", tmp_path / "t.csv", "--out-md", tmp_path / "t.md"])
 
 
 def entries(split="valid"):
@@ -152,7 +152,7 @@ def entries(split="valid"):
 
 def test_gate_rows_sorted_by_threshold_deduplicated_with_differences_to_rome(tmp_path):
     rome, reps = entries()
-    rows = make_gate_table.gate_rows(reps, [0.9, 0.5, 0.9], "exact_match", "micro", [rome])
+    rows = gate_threshold_script.gate_rows(reps, [0.9, 0.5, 0.9], "exact_match", "micro", [rome])
     assert [(r["method"], r["threshold"]) for r in rows] == [("ROME+REP", 0.5), ("ROME+REP", 0.9),
                                                              ("ROME+REP − ROME", 0.5), ("ROME+REP − ROME", 0.9)]
     assert [r["success"] for r in rows] == pytest.approx([100 * 10 / 12, 100.0, 100 * 4 / 12, 50.0])
@@ -160,15 +160,15 @@ def test_gate_rows_sorted_by_threshold_deduplicated_with_differences_to_rome(tmp
         assert r["success_lo"] <= r["success"] <= r["success_hi"] and r["shuffle_id"] is None
     assert rows[3]["success_lo"] == rows[3]["success_hi"] == 50.0  # REP wins every case's second item
     with pytest.raises(ValueError, match="2 summaries but 3 thresholds"):
-        make_gate_table.gate_rows(reps[:2], [0.1, 0.2, 0.3], "exact_match", "micro")
-    assert len(make_gate_table.gate_rows(reps, [0.9, 0.5, 0.9], "exact_match", "micro")) == 2  # no ROME given
+        gate_threshold_script.gate_rows(reps[:2], [0.1, 0.2, 0.3], "exact_match", "micro")
+    assert len(gate_threshold_script.gate_rows(reps, [0.9, 0.5, 0.9], "exact_match", "micro")) == 2  # no ROME given
 
 
 def test_gate_table_script_writes_bounds_and_a_plot(tmp_path):
     rome, reps = entries()
     paths = [save(tmp_path, f"rep{i}", s, pc) for i, (s, pc) in enumerate(reps[:2])]
     rome_path = save(tmp_path, "rome", *rome)
-    run_script(make_gate_table, ["--summaries", *paths, "--thresholds", 0.9, 0.5, "--out-csv", tmp_path / "g.csv",
+    run_script(gate_threshold_script, ["--summaries", *paths, "--thresholds", 0.9, 0.5, "--out-csv", tmp_path / "g.csv",
                                  "--out-png", tmp_path / "g.png", "--rome-summaries", rome_path])
     lines = (tmp_path / "g.csv").read_text().splitlines()
     assert lines[0].startswith("model,method,split,threshold,n_cases,success,success_lo,success_hi,locality,")

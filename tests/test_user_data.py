@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 
-import build_cases
+import cases as cases_script
 import pytest
 from robustedit.pipeline.config import compose
 from robustedit.pipeline.stage import run_stage, stage_dir, with_split, write_stage_config
@@ -17,7 +17,8 @@ from test_shell_quoting import dry_run, shell_commands
 from conftest import REPO
 from robustedit.errors import ConfigError, RecordError
 from robustedit.manifest import DataStore, only_files, sha256_file
-from robustedit.stages import STAGES, per_split, stage_config, stage_hash
+from robustedit.stages import STAGES, per_split
+from robustedit.hashing import stage_config, stage_hash
 
 VALID = REPO / "resources" / "data" / "rep" / "valid.counterfact_para_prompt_para_subject.json"
 SPLIT_STAGES = [s for s in STAGES if per_split(s)]
@@ -117,7 +118,7 @@ def test_a_malformed_user_record_is_named_by_file_record_and_field(tmp_path, edi
     cfg = with_split(compose([f"+data.split_files.mine={mine}", "data.splits=[mine]",
                               f"paths.results={tmp_path / 'results'}"]), "mine")
     with pytest.raises(RecordError) as err:  # the stage itself (its view, its data guard), before any model loads
-        run_stage("cases", build_cases.main.stage_fn, cfg)
+        run_stage("cases", cases_script.main.stage_fn, cfg)
     assert str(err.value).startswith(str(mine)) and message.format(cid=cid) in str(err.value), str(err.value)
     assert not (stage_dir(cfg, "cases") / "stage_config.json").exists()
 
@@ -145,7 +146,7 @@ def test_a_new_split_plans_table1_without_the_valid_or_test_directories(tmp_path
         assert str(stage_dir(cfg, stage, "mine")) in res.stdout, stage
     for split in ("valid", "test"):
         assert f"/{split}." not in res.stdout and f"job.split={split}" not in res.stdout
-    cases = [c for c in shell_commands(res.stdout) if "scripts/build_cases.py" in c]
+    cases = [c for c in shell_commands(res.stdout) if "scripts/cases.py" in c]
     assert len(cases) == 1 and "job.split=mine" in cases[0]
 
 

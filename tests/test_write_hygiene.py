@@ -8,7 +8,7 @@ import subprocess
 import sys
 import zipfile
 
-import rome_edits
+import rome as rome_script
 import torch
 
 from conftest import REPO
@@ -37,7 +37,7 @@ def test_writers_give_byte_identical_files_without_temporary_names(tmp_path):
     done = {"u": [torch.ones(3), torch.zeros(3)], "v": [torch.arange(4.0)] * 2,
             "diag": [{"case_id": 1}, {"case_id": 2}]}
     for name in ("a", "b"):
-        rome_edits.write_outputs(tmp_path / name, "valid", 1, done)
+        rome_script.write_outputs(tmp_path / name, "valid", 1, done)
         save_torch({"x": torch.arange(5)}, tmp_path / name / "x.pt")
         write_jsonl(tmp_path / name / "r.jsonl", [{"a": 1}])
     for rel in ("valid.edits.pt", "valid.rome.jsonl", "x.pt", "r.jsonl"):
@@ -88,7 +88,7 @@ def test_partial_folder_temporaries_are_removed_on_resume(tmp_path):
 def test_failed_stage_leaves_no_stage_config(tmp_path):
     """rome without its cases file fails; the stage directory gets no stage_config.json (it is written
     only after the stage function returns) and no temporary file."""
-    res = subprocess.run([PY, "scripts/rome_edits.py", f"paths.results={tmp_path}", "job.split=valid",
+    res = subprocess.run([PY, "scripts/rome.py", f"paths.results={tmp_path}", "job.split=valid",
                           "rome.mom2_adjustment=false"], cwd=REPO, capture_output=True, text=True)
     assert res.returncode != 0 and "valid.jsonl" in res.stdout + res.stderr
     assert [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()] == []

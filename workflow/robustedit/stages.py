@@ -13,17 +13,10 @@ gate-threshold sweep creates new eval_rep directories only).
 """
 from __future__ import annotations
 
-import functools
-import hashlib
-import json
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .errors import ConfigError
-from .manifest import sha256_user_file, user_path
-
-HASH_LEN = 10  # hex characters; collisions among a user's runs are negligible
 
 
 @dataclass(frozen=True)
@@ -31,6 +24,11 @@ class Stage:
     reads: tuple[str, ...]  # config subtrees its code reads; every leaf below them is hashed (but NOT_HASHED)
     inputs: tuple[str, ...] = ()  # stages whose outputs it reads; their reads and data files are part of its hash
     data_files: tuple[str, ...] = ()  # subtrees of `reads` naming files under paths.data: their sha256s are hashed
+    # key -> file name in the stage directory, the one place a stage's files are named; {split} and
+    # {eren_dataset} are the job's values (and the rules' wildcards). The rules declare these files as their
+    # outputs (a "partial" is a resume checkpoint, not an output), the scripts write them (file_name) and the
+    # stages downstream read them (robustedit.pipeline.stage.stage_file).
+    files: Mapping[str, str] = field(default_factory=dict)
 
 
 # What robustedit.models.load.load_model reads of the model description, and where and in what dtype it loads
@@ -45,50 +43,76 @@ READS_NOTES = ("eren.reader", "eren.k", "hardware.device", "hardware.dtype", "ha
 # Stages that encode queries (the side an over-long one is cut on); eren_index encodes notes only
 ENCODES_QUERIES = ("eren.query_truncation",)
 
+# The files of an evaluation: per case its items' metrics, and their summary (what the tables gather)
+EVALUATED = {"results": "{split}.results.jsonl", "summary": "{split}.summary.json"}
+# One notebook per EREN data set (robustedit.eren.notebook): the FAISS index, the notes and their metadata
+NOTEBOOK = {"index": "{eren_dataset}/index.faiss", "notes": "{eren_dataset}/notes.json",
+            "meta": "{eren_dataset}/meta.json"}
+
 STAGES: dict[str, Stage] = {
     # the converted weights (scripts/prepare_model.py; resources/models/<name>, not a hashed directory)
     "model": Stage(("model.name", "model.source", "model.rope_theta")),
     # the robustness cases: the whole data group (data.splits only selects jobs: NOT_HASHED), of data.split_files
     # only the job's own split (per_split below)
     "cases": Stage(("seed", "data", *LOADS_MODEL, *BATCHES), ("model",),
-                   ("data.split_files", "data.pool_file", "data.patil_file", "data.long_context.local_files")),
+                   ("data.split_files", "data.pool_file", "data.patil_file", "data.long_context.local_files"),
+                   files={"cases": "{split}.jsonl", "stats": "{split}.stats.json"}),
     # ROME's second moment at the edit layer, accumulated in hardware.linalg_dtype
     "stats": Stage(("stats", "model.layer", *LOADS_MODEL, "hardware.linalg_dtype"), ("model",),
-                   ("stats.local_files",)),
+                   ("stats.local_files",),
+                   files={"moment": "mom2.pt", "stats": "stats.json", "partial": "mom2.partial.pt"}),
     # context templates sampled from the model (seeded)
-    "templates": Stage(("seed", "rome.templates", *LOADS_MODEL), ("model",)),
+    "templates": Stage(("seed", "rome.templates", *LOADS_MODEL), ("model",),
+                       files={"templates": "templates.json"}),
     # one ROME edit per case: every ROME hyperparameter (rome.batch_cases is speed only)
-    "rome": Stage(("rome", "model.layer", *LOADS_MODEL), ("cases", "stats", "templates")),
+    "rome": Stage(("rome", "model.layer", *LOADS_MODEL), ("cases", "stats", "templates"),
+                  files={"edits": "{split}.edits.pt", "diagnostics": "{split}.rome.jsonl",
+                         "partial": "{split}.edits.partial"}),
     # teacher-forced evaluation of the ROME edits (and of the unedited model)
-    "eval_rome": Stage(("eval.max_length", "eval.long_id_passages", *LOADS_MODEL, *BATCHES), ("rome",)),
+    "eval_rome": Stage(("eval.max_length", "eval.long_id_passages", *LOADS_MODEL, *BATCHES), ("rome",),
+                       files=EVALUATED),
     # one REP adaptor per case, trained on ROME's u; not rep.gate_threshold, which only evaluation applies
     # (the gate's negative snippets are drawn from data.long_context's corpus; whitened objectives read stats)
     "rep": Stage(("seed", "rep.adaptor", "rep.train", "data.long_context", *LOADS_MODEL), ("rome", "stats"),
-                 ("data.long_context.local_files",)),
+                 ("data.long_context.local_files",),
+                 files={"adaptors": "{split}.adaptors.pt", "logs": "{split}.rep.jsonl",
+                        "partial": "{split}.adaptors.partial"}),
     # ROME+REP evaluation: the gate threshold, the test-time dropout (seeded) and the method's label
     "eval_rep": Stage(("seed", "rep.name", "rep.adaptor.eval_dropout", "rep.gate_threshold", "eval.max_length",
-                       "eval.long_id_passages", *LOADS_MODEL, *BATCHES), ("rep", "eval_rome")),
+                       "eval.long_id_passages", *LOADS_MODEL, *BATCHES), ("rep", "eval_rome"),
+                      files=EVALUATED),
     # REP key diagnostics: each evaluated key's transfer ratio uᵀa / uᵀk* before and after its case's adaptor,
     # joined with eval_rome's and eval_rep's per-item exact match (the gate threshold is eval_rep's)
     "rep_diagnostics": Stage(("rep.gate_threshold", "eval.long_id_passages", *LOADS_MODEL, *BATCHES),
-                             ("rep", "eval_rome", "eval_rep")),
+                             ("rep", "eval_rome", "eval_rep"),
+                             files={"transfer": "{split}.transfer.csv", "summary": "{split}.transfer_summary.csv",
+                                    "figure": "{split}.transfer.png"}),
     # analysis figures (REP Figures 3-5); the analysed split is a job value, like every stage's split
     "fig_keys": Stage(("seed", "analysis.n_cases", "analysis.n_random_pairs", "analysis.pca_case", "model.layer",
-                       *LOADS_MODEL, *BATCHES), ("cases", "stats")),
+                       *LOADS_MODEL, *BATCHES), ("cases", "stats"),
+                      files={"similarity": "{split}.similarity.csv", "pca": "{split}.pca.csv"}),
     "fig_unrelated": Stage(("seed", "analysis.n_cases", "analysis.scan", "model.layer", *LOADS_MODEL, *BATCHES),
-                           ("cases", "stats"), ("analysis.scan.local_files",)),
-    "fig_values": Stage((*LOADS_MODEL, *BATCHES), ("rome",)),
+                           ("cases", "stats"), ("analysis.scan.local_files",),
+                           files={"top": "{split}.top_prefixes.csv", "hist": "{split}.scan_hist.csv",
+                                  "scan": "{split}.scan.json"}),
+    "fig_values": Stage((*LOADS_MODEL, *BATCHES), ("rome",),
+                        files={"values": "{split}.values.csv"}),
     # EREN. The notebooks: encoder, index kind and the data sets' statements
-    "eren_index": Stage(("eren.index", "eren.data", *ENCODES), (), ("eren.data",)),
+    "eren_index": Stage(("eren.index", "eren.data", *ENCODES), (), ("eren.data",),
+                        files={"report": "index.json", **NOTEBOOK}),
     # ES/BP/EQ per data set and method: the reader and the seeded subsample of evaluated records
     "eren_eval": Stage(("seed", "eren.methods", "eren.n_records", "eren.data", "eren.faiss_device", "eren.score_gate",
-                        *ENCODES, *ENCODES_QUERIES, *READS_NOTES), ("eren_index",)),
+                        *ENCODES, *ENCODES_QUERIES, *READS_NOTES), ("eren_index",),
+                       files={"items": "{eren_dataset}.items.jsonl", "summary": "{eren_dataset}.summary.json"}),
     # recall@k and latency against notebook size (own notebooks); the reader serves reader_queries > 0
     "eren_scaling": Stage(("seed", "eren.scaling", *ENCODES, *ENCODES_QUERIES, *READS_NOTES), (),
-                          ("eren.scaling.files",)),
+                          ("eren.scaling.files",),
+                          files={"scaling": "scaling.json", "items": "scaling.items.jsonl"}),
     # EREN on the run's robustness cases (Table 1's EREN row); notebook built from the cases' statements
     "eren_suite": Stage(("seed", "eren.index", "eren.faiss_device", "eren.suite", "eren.score_gate",
-                         "eval.long_id_passages", *ENCODES, *ENCODES_QUERIES, *READS_NOTES), ("cases",)),
+                         "eval.long_id_passages", *ENCODES, *ENCODES_QUERIES, *READS_NOTES), ("cases",),
+                        files={**EVALUATED, "score_results": "{split}.eren_score.results.jsonl",
+                               "score_summary": "{split}.eren_score.summary.json"}),
 }
 
 # Keys a stage may read that no hash covers, each with the reason its value cannot change a result.
@@ -151,7 +175,7 @@ USER_FILE_KEYS = (SPLIT_FILES, "eren.data")
 
 def per_split(stage: str) -> bool:
     """Whether the stage has one directory per split: it (or a stage it consumes) reads data.split_files."""
-    return any(_under(SPLIT_FILES, STAGES[s].reads) for s in _closure(stage))
+    return any(is_under(SPLIT_FILES, STAGES[s].reads) for s in stage_closure(stage))
 
 
 def split_of(cfg: Mapping[str, Any], stage: str, split: str | None = None) -> str | None:
@@ -169,32 +193,52 @@ def split_of(cfg: Mapping[str, Any], stage: str, split: str | None = None) -> st
     return split
 
 
-def _other_split(key: str, split: str | None) -> bool:
+def other_split(key: str, split: str | None) -> bool:
     """Whether `key` is another split's entry of data.split_files (hashed by that split's directories only)."""
-    return _under(key, [SPLIT_FILES]) and split is not None and not _under(key, [f"{SPLIT_FILES}.{split}"])
+    return is_under(key, [SPLIT_FILES]) and split is not None and not is_under(key, [f"{SPLIT_FILES}.{split}"])
 
 
-class StageReadError(ConfigError):
-    """A stage's code read a config key that its directory hash does not cover."""
-
-
-def _under(key: str, prefixes) -> bool:
+def is_under(key: str, prefixes) -> bool:
     return any(key == p or key.startswith(p + ".") for p in prefixes)
 
 
-def _closure(stage: str) -> list[str]:
+def stage_closure(stage: str) -> list[str]:
     """The stage and, transitively, the stages it consumes."""
     if stage not in STAGES:
         raise ConfigError(f"unknown stage {stage!r}; known: {sorted(STAGES)}")
     out = [stage]
     for dep in STAGES[stage].inputs:
-        out += [s for s in _closure(dep) if s not in out]
+        out += [s for s in stage_closure(dep) if s not in out]
     return out
+
+
+def file_pattern(stage: str, key: str) -> str:
+    """The name of the stage's `key` file in its directory (Stage.files), placeholders ({split}, ...) unfilled."""
+    if stage not in STAGES:
+        raise ConfigError(f"unknown stage {stage!r}; known: {sorted(STAGES)}")
+    files = STAGES[stage].files
+    if key not in files:
+        raise ConfigError(f"stage {stage!r} has no file {key!r}; it writes: {', '.join(files) or 'none'}")
+    return files[key]
+
+
+def file_suffix(stage: str, key: str) -> str:
+    """What follows the placeholders in the name of the stage's `key` file (".edits.pt" of "{split}.edits.pt")."""
+    return file_pattern(stage, key).rsplit("}", 1)[-1]
+
+
+def file_name(stage: str, key: str, **values: str | None) -> str:
+    """The stage's `key` file name with its placeholders filled from `values` (split=..., eren_dataset=...)."""
+    pattern = file_pattern(stage, key)
+    try:
+        return pattern.format(**values)
+    except KeyError as e:
+        raise ConfigError(f"file {key!r} of stage {stage!r} ({pattern}) needs {e.args[0]}=...") from None
 
 
 def stage_reads(stage: str) -> list[str]:
     """The config subtrees the stage's hash covers: its own reads and its inputs', transitively."""
-    return sorted({r for s in _closure(stage) for r in STAGES[s].reads})
+    return sorted({r for s in stage_closure(stage) for r in STAGES[s].reads})
 
 
 def _raw_items(node: Mapping):
@@ -240,140 +284,5 @@ def hashed_keys(cfg: Mapping[str, Any], stage: str, split: str | None = None) ->
         if prefix in OPTIONAL and not _has(cfg, prefix):
             continue
         found.update(leaves(lookup(cfg, prefix), prefix))
-    return {k: v for k, v in sorted(found.items()) if not _under(k, NOT_HASHED) and not _other_split(k, split)
-            and not (_under(k, [SPLIT_FILES]) and v is not None)}
-
-
-@functools.lru_cache(maxsize=32)
-def _manifest(path: str, mtime_ns: int) -> dict:
-    return json.loads(Path(path).read_text())
-
-
-def manifest_of(data_root: str) -> dict:
-    path = Path(data_root) / "MANIFEST.json"
-    if not path.is_file():
-        raise ConfigError(f"paths.data={data_root!r}: {path} is missing, so the data files cannot be hashed")
-    return _manifest(str(path.resolve()), path.stat().st_mtime_ns)
-
-
-def data_files(cfg: Mapping[str, Any], stage: str, split: str | None = None) -> dict[str, str]:
-    """Dotted key (list items get [i]) -> the file it names (under paths.data, or a user file: USER_FILE_KEYS),
-    for the stage and its inputs; of data.split_files only the split's own."""
-    split = split_of(cfg, stage, split)
-    out: dict[str, str] = {}
-    for prefix in sorted({d for s in _closure(stage) for d in STAGES[s].data_files}):
-        for key, value in leaves(lookup(cfg, prefix), prefix).items():
-            if _other_split(key, split):
-                continue
-            if key.endswith(".kind") and _under(key, ["eren.data"]):  # {file, kind}: the kind names no file
-                continue
-            names = value if isinstance(value, list) else [value]
-            out.update({(f"{key}[{i}]" if isinstance(value, list) else key): n
-                        for i, n in enumerate(names) if n is not None})
-    return out
-
-
-def user_files(cfg: Mapping[str, Any], stage: str, split: str | None = None) -> dict[str, Path]:
-    """Dotted key -> resolved path of each user data file (named by path outside paths.data) the stage reads."""
-    root = lookup(cfg, "paths.data")
-    manifest = manifest_of(root)
-    out = {}
-    for key, rel in data_files(cfg, stage, split).items():
-        if rel in manifest:
-            continue
-        path = user_path(root, rel) if _under(key, USER_FILE_KEYS) else None
-        if path is None:
-            own = _under(key, USER_FILE_KEYS)
-            inside = (Path(root) / rel).is_file() or (Path(rel).expanduser().is_file() and own)
-            hint = ("" if not (inside or own) else
-                    ": a file inside paths.data must be listed there with its sha256 and size" +
-                    (f" (or keep your own file outside {root} and name it by path)" if own else "") if inside else
-                    ", nor an existing file outside paths.data (a path, absolute or relative to the working "
-                    "directory)")
-            raise ConfigError(f"{key}={rel!r} is not listed in {Path(root) / 'MANIFEST.json'}{hint}")
-        out[key] = path
-    return out
-
-
-def data_digests(cfg: Mapping[str, Any], stage: str, split: str | None = None) -> dict[str, str]:
-    """Dotted key -> sha256 of the data file it names (content, not path): from paths.data's MANIFEST.json,
-    or computed for a user file."""
-    manifest = manifest_of(lookup(cfg, "paths.data"))
-    users = user_files(cfg, stage, split)
-    return {key: sha256_user_file(users[key]) if key in users else manifest[rel]["sha256"]
-            for key, rel in data_files(cfg, stage, split).items()}
-
-
-def stage_config(cfg: Mapping[str, Any], stage: str, split: str | None = None) -> dict[str, Any]:
-    """What names a stage's directory: its hashed config leaves and the sha256 of its data files (for a
-    per-split stage, of `split` or job.split: see per_split)."""
-    return {"keys": hashed_keys(cfg, stage, split), "data": data_digests(cfg, stage, split)}
-
-
-def stage_hash(cfg: Mapping[str, Any], stage: str, split: str | None = None) -> str:
-    blob = json.dumps(stage_config(cfg, stage, split), sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:HASH_LEN]
-
-
-class StageView(dict):
-    """A config (sub)tree pruned to what a stage may read. Reading a pruned key, by `[]`, `get` or `in`,
-    raises StageReadError naming the key and the stage; every leaf read is added to `log`. A dict, so
-    library code can copy it, `**`-expand it and write it as JSON."""
-
-    def __init__(self, items: dict, path: str, stage: str, hidden: set[str], log: set[str]):
-        super().__init__(items)
-        self.path, self.stage, self.hidden, self.log = path, stage, hidden, log
-
-    def _refuse(self, key) -> None:
-        full = f"{self.path}.{key}" if self.path else str(key)
-        raise StageReadError(
-            f"stage {self.stage!r} read config key {full!r}, which its directory hash does not cover: add it to "
-            f"the stage's reads in workflow/robustedit/stages.py (or to NOT_HASHED, saying why it cannot "
-            f"change a result)")
-
-    def __missing__(self, key):
-        if key in self.hidden:
-            self._refuse(key)
-        raise KeyError(f"{self.path}.{key}" if self.path else key)
-
-    def __getitem__(self, key):
-        value = super().__getitem__(key)
-        if not (isinstance(value, dict) and value):
-            self.log.add(f"{self.path}.{key}" if self.path else key)
-        return value
-
-    def get(self, key, default=None):
-        return self[key] if self.__contains__(key) else default
-
-    def __contains__(self, key) -> bool:
-        if key in self.hidden:
-            self._refuse(key)
-        return super().__contains__(key)
-
-    def __iter__(self):  # defined so that dict(view) and **view go through __getitem__ (and the log)
-        return super().__iter__()
-
-    def items(self):
-        return [(k, self[k]) for k in self]
-
-    def values(self):
-        return [self[k] for k in self]
-
-
-def _prune(node: Mapping, path: str, visible: list[str], stage: str, log: set[str]) -> StageView:
-    items, hidden = {}, set()
-    for key, value in node.items():
-        full = f"{path}.{key}" if path else key
-        inside = _under(full, visible)
-        if inside or any(v.startswith(full + ".") for v in visible):
-            items[key] = _prune(value, full, visible if not inside else [full], stage, log) \
-                if isinstance(value, Mapping) else value
-        else:
-            hidden.add(key)
-    return StageView(items, path, stage, hidden, log)
-
-
-def stage_view(cfg: Mapping[str, Any], stage: str, log: set[str] | None = None) -> StageView:
-    """The config as the stage's code may see it: its (and its inputs') reads, job.* and paths.*.
-    Leaf reads are recorded in `log` when given."""
-    return _prune(cfg, "", [*stage_reads(stage), *ALWAYS_READABLE], stage, set() if log is None else log)
+    return {k: v for k, v in sorted(found.items()) if not is_under(k, NOT_HASHED) and not other_split(k, split)
+            and not (is_under(k, [SPLIT_FILES]) and v is not None)}

@@ -1,5 +1,5 @@
 """Evaluate a split's ROME edits (optionally wrapped, e.g. with REP adaptors) and write its results and
-summary: shared by the eval_rome (scripts/evaluate_edits.py) and eval_rep (scripts/evaluate_rep.py) stages."""
+summary: shared by the eval_rome (scripts/eval_rome.py) and eval_rep (scripts/eval_rep.py) stages."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,7 +11,8 @@ from robustedit.evaluate import evaluate_cases, summarise
 from robustedit.io import read_jsonl, write_json, write_jsonl
 from robustedit.metrics import AGGREGATIONS
 from robustedit.models.load import load_model, resolve_device
-from robustedit.pipeline.stage import model_dir, stage_dir
+from robustedit.pipeline.stage import model_dir, stage_file
+from robustedit.stages import EVALUATED
 
 SUMMARY_METRICS = ("exact_match", "token_mean_acc", "prob_compare")
 
@@ -59,15 +60,16 @@ def evaluate_split(cfg: dict, edits_path: Path, out_dir: Path, method: str, edit
     results.jsonl of the same cases whose unedited scores are reused. `chunk_cases` evaluates that many
     cases at a time (None = all at once), so that only one chunk's EditBatch is ever built."""
     split, hw = cfg["job"]["split"], cfg["hardware"]
-    cases = read_jsonl(stage_dir(cfg, "cases") / f"{split}.jsonl")
+    cases = read_jsonl(stage_file(cfg, "cases", "cases", split))
     edits = load_edits(edits_path, cases)
     lm = load_model(model_dir(cfg), cfg["model"], hw["device"], hw["dtype"])
     device = resolve_device(hw["device"])
     per_case = evaluate_in_chunks(lm, cases, edits, device, hw["batch_size"], cfg["eval"], edit_batch_fn,
                                   read_jsonl(pre_from) if pre_from else None, chunk_cases)
-    write_jsonl(out_dir / f"{split}.results.jsonl", per_case)
-    write_json(out_dir / f"{split}.summary.json", {"method": method, "model": cfg["model"]["name"],
-                                                   "split": split, "include_unedited": include_unedited,
-                                                   "summaries": summaries(per_case)})
-    post = summarise(per_case, "exact_match", "micro")  # Table 1's metric (scripts/make_table1.py)
+    # the evaluation stages' file names (eval_rome, eval_rep: robustedit.stages.EVALUATED)
+    write_jsonl(out_dir / EVALUATED["results"].format(split=split), per_case)
+    write_json(out_dir / EVALUATED["summary"].format(split=split),
+               {"method": method, "model": cfg["model"]["name"], "split": split, "include_unedited": include_unedited,
+                "summaries": summaries(per_case)})
+    post = summarise(per_case, "exact_match", "micro")  # Table 1's metric (scripts/table1.py)
     print(f"[eval] {method} {split}: " + ", ".join(f"{k} {v:.1f}" for k, v in post["columns"].items()), flush=True)

@@ -9,13 +9,22 @@ from typing import Callable
 
 from robustedit.pipeline.config import to_plain, validate
 from robustedit.pipeline.paths import conf_dir
-from robustedit.stages import data_files, stage_config, stage_hash, stage_view, user_files
+from robustedit.hashing import data_files, stage_config, stage_hash, user_files
+from robustedit.stages import file_name, split_of
+from robustedit.stage_view import stage_view
 
 
 def stage_dir(cfg: dict, stage: str, split: str | None = None) -> Path:
     """results/<model>/<stage>/<hash>/; a per-split stage (robustedit.stages.per_split) needs `split`, or
     takes the config's job.split."""
     return Path(cfg["paths"]["results"]) / cfg["model"]["name"] / stage / stage_hash(cfg, stage, split)
+
+
+def stage_file(cfg: dict, stage: str, key: str, split: str | None = None, **values: str) -> Path:
+    """The `key` file (robustedit.stages.Stage.files) of `stage`'s directory for this config: of `split`, or the
+    config's job.split, for a per-split stage; other placeholders from `values` (e.g. eren_dataset=...)."""
+    split = split_of(cfg, stage, split)
+    return stage_dir(cfg, stage, split) / file_name(stage, key, **({"split": split} if split else {}), **values)
 
 
 def with_split(cfg: dict, split: str | None) -> dict:
@@ -50,7 +59,7 @@ def data_file_guard(cfg: dict, stage: str):
 
 
 def run_stage(stage: str, fn: Callable[[dict, Path], None], cfg: dict) -> Path:
-    """Run a stage function on a validated config: `fn` gets the stage's view (robustedit.stages.stage_view:
+    """Run a stage function on a validated config: `fn` gets the stage's view (robustedit.stage_view.stage_view:
     reading a key its hash does not cover raises) and may open only the data files its hash covers."""
     import torch
 

@@ -1,5 +1,5 @@
 """Table 1's rows (REP paper): one row per (model, method) of an evaluation summary, in percent; shared by
-scripts/make_table1.py, scripts/make_gate_table.py (METRIC, AGGREGATION) and scripts/wandb_log.py.
+scripts/table1.py, scripts/gate_threshold.py (METRIC, AGGREGATION) and scripts/wandb_log.py.
 
 With intervals (robustedit.analysis.bootstrap): every cell's 95% case-level bootstrap interval from the
 summary's sibling per-case results (<split>.results.jsonl, EREN's <dataset>.items.jsonl), and paired
@@ -16,6 +16,7 @@ from ..analysis.bootstrap import CaseSums, Interval, bootstrap_interval, case_su
 from ..errors import ConfigError, DataIntegrityError, RecordError
 from ..eren.evaluate import edit_quality
 from ..eren.robustness import EREN_METRIC, item_value
+from ..stages import file_suffix
 
 METRIC, AGGREGATION = "exact_match", "micro"  # Table 1's (the REP paper's), also the gate table's and wandb's
 COLUMNS = ["model", "method", "n_cases", "success", "locality", "rephrase_id", "shuffle_id", "long_id",
@@ -44,12 +45,13 @@ def rows_from(summary: dict, metric: str, aggregation: str) -> list[dict]:
 
 
 # ---- per-case values and their intervals ------------------------------------------------------------------
-def sibling(summary_path: Path, suffix: str = "results.jsonl") -> Path:
-    """<name>.<suffix> beside <name>.summary.json: the per-case records a summary was computed from."""
-    name = Path(summary_path).name
-    if not name.endswith(".summary.json"):
-        raise ConfigError(f"{summary_path}: expected a <name>.summary.json file")
-    return Path(summary_path).with_name(name[: -len("summary.json")] + suffix)
+def sibling(summary_path: Path, stage: str = "eval_rome", key: str = "results") -> Path:
+    """The per-case records a summary was computed from: the `stage`'s `key` file beside its summary file
+    (<name>.summary.json -> <name>.results.jsonl; the names are robustedit.stages.Stage.files)."""
+    name, suffix = Path(summary_path).name, file_suffix(stage, "summary")
+    if not name.endswith(suffix):
+        raise ConfigError(f"{summary_path}: expected a <name>{suffix} file")
+    return Path(summary_path).with_name(name[: -len(suffix)] + file_suffix(stage, key))
 
 
 def _item_value(block: dict, stage: str) -> Callable[[dict, str], float]:

@@ -1,6 +1,6 @@
 """Stage `rome`: one ROME edit per case of a split (single-edit protocol), resumable.
 
-    python scripts/rome_edits.py job.split=valid
+    python scripts/rome.py job.split=valid
 Writes <stage dir>/<split>.edits.pt ({"case_ids", "layer", "u" [N, key], "v" [N, hidden]}) and
 <split>.rome.jsonl (per case: v* losses, number of updates, early stop, norms). Finished chunks of
 cases are kept in <split>.edits.partial/ (one file each, io.CasePieces) and a rerun continues after
@@ -21,7 +21,8 @@ from robustedit.models.load import load_model, resolve_device
 from robustedit.rome.compute_u import MomentSolver
 from robustedit.rome.execute import execute_rome_detailed
 from robustedit.rome.hparams import ROMEHyperParams
-from robustedit.pipeline.stage import model_dir, stage_app, stage_dir
+from robustedit.pipeline.stage import model_dir, stage_app, stage_file
+from robustedit.stages import file_name
 
 STAMP_FILES = (__file__,)  # the script a checkpoint's code version covers (besides the library, pipeline glue included)
 
@@ -30,12 +31,12 @@ STAMP_FILES = (__file__,)  # the script a checkpoint's code version covers (besi
 def main(cfg: dict, out_dir: Path) -> None:
     split, hw = cfg["job"]["split"], cfg["hardware"]
     remove_stray_temps(out_dir, f"{split}.")  # temporary files of this split's outputs left by a killed run
-    cases = read_jsonl(stage_dir(cfg, "cases") / f"{split}.jsonl")
-    templates = read_json(stage_dir(cfg, "templates") / "templates.json")
+    cases = read_jsonl(stage_file(cfg, "cases", "cases"))
+    templates = read_json(stage_file(cfg, "templates", "templates"))
     hp = ROMEHyperParams.from_config(cfg["rome"])
     solver = None
     if hp.mom2_adjustment:
-        C = torch.load(stage_dir(cfg, "stats") / "mom2.pt", weights_only=True)["moment"]
+        C = torch.load(stage_file(cfg, "stats", "moment"), weights_only=True)["moment"]
         solver = MomentSolver(C, device=resolve_device(hw["device"]))  # factorised once, on the run's device
     lm = load_model(model_dir(cfg), cfg["model"], hw["device"], hw["dtype"])
     device, layer = resolve_device(hw["device"]), cfg["model"]["layer"]
@@ -46,7 +47,7 @@ def main(cfg: dict, out_dir: Path) -> None:
                                         layer)
         return [edit_record(case, edit, res) for case, (edit, res) in zip(chunk, results)]
 
-    done = edit_cases(cases, edit_chunk, out_dir / f"{split}.edits.partial", hp.batch_cases,
+    done = edit_cases(cases, edit_chunk, out_dir / file_name("rome", "partial", split=split), hp.batch_cases,
                       checkpoint_stamp("rome", out_dir, STAMP_FILES), fresh=bool(cfg["job"].get("fresh")))
     write_outputs(out_dir, split, layer, done)
 
@@ -87,10 +88,11 @@ def edit_cases(cases: list[dict], edit_chunk: Callable[[list[dict]], list[dict]]
 
 def write_outputs(out_dir: Path, split: str, layer: int, done: dict[str, list]) -> None:
     """The edits file and the diagnostics; the partial folder is removed last."""
+    edits = out_dir / file_name("rome", "edits", split=split)
     save_torch({"case_ids": [d["case_id"] for d in done["diag"]], "layer": layer,
-                "u": torch.stack(done["u"]), "v": torch.stack(done["v"])}, out_dir / f"{split}.edits.pt")
-    write_jsonl(out_dir / f"{split}.rome.jsonl", done["diag"])
-    shutil.rmtree(out_dir / f"{split}.edits.partial", ignore_errors=True)
+                "u": torch.stack(done["u"]), "v": torch.stack(done["v"])}, edits)
+    write_jsonl(out_dir / file_name("rome", "diagnostics", split=split), done["diag"])
+    shutil.rmtree(out_dir / file_name("rome", "partial", split=split), ignore_errors=True)
 
 
 if __name__ == "__main__":

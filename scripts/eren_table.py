@@ -1,6 +1,6 @@
 """EREN's Table 3: ES / BP / EQ per (data set, method) from eren_eval summaries, in percent, with 95% intervals.
 
-    python scripts/make_eren_table.py --out-csv results/tables/eren.csv --out-md results/tables/eren.md \
+    python scripts/eren_table.py --out-csv results/tables/eren.csv --out-md results/tables/eren.md \
         results/<model>/eren_eval/<hash>/cfh.summary.json results/<model>/eren_eval/<hash>/fever.summary.json
 One row per (reader, data set, method) and evaluated subsample, for every data set whose summary is given
 (eren.data's names); the paper's EREN numbers (FLAN-T5-XL reader, Contriever retriever) are given beside the
@@ -92,7 +92,7 @@ def main() -> None:
     ap.add_argument("--out-md", type=Path, required=True)
     args = ap.parse_args()
     rows = [row for path in args.summaries
-            for row in rows_from(read_json(path), read_jsonl(sibling(path, "items.jsonl")))]
+            for row in rows_from(read_json(path), read_jsonl(sibling(path, "eren_eval", "items")))]
     print(write_tables(rows, args.out_csv, args.out_md))
 
 

@@ -1,6 +1,6 @@
 """EREN's scaling: recall@k, search latency and (when run) the reader's ES/BP against notebook size.
 
-    python scripts/make_eren_scaling.py --out-csv results/tables/eren_scaling.csv \
+    python scripts/eren_scaling_plot.py --out-csv results/tables/eren_scaling.csv \
         --out-png results/figures/eren_scaling.png --out-fig-csv results/figures/eren_scaling.csv \
         results/<model>/eren_scaling/<hash>/scaling.json ...
 One CSV row per (scaling stage, index kind, size); the reader columns are filled on the rows of the index

@@ -1,10 +1,10 @@
 """Gather the analysis stages' CSVs of every run into results/figures/ (a PNG and the CSV behind it).
 
-    python scripts/fig_plot.py keys --similarity a.csv b.csv --pca a.csv b.csv --runs r1 r2 \
+    python scripts/plot.py keys --similarity a.csv b.csv --pca a.csv b.csv --runs r1 r2 \
         --out-png key_similarity.png --out-csv key_similarity.csv --out-pca-png key_pca.png --out-pca-csv key_pca.csv
-    python scripts/fig_plot.py unrelated --top ... --hist ... [--similarity ...] --runs ... \
+    python scripts/plot.py unrelated --top ... --hist ... [--similarity ...] --runs ... \
 --out-png --out-csv --out-hist-csv
-    python scripts/fig_plot.py values --values ... --runs ... --out-png --out-csv
+    python scripts/plot.py values --values ... --runs ... --out-png --out-csv
 One input file per run (same order as --runs); the run label becomes the CSVs' first column.
 """
 from __future__ import annotations
@@ -76,7 +76,7 @@ def parser() -> argparse.ArgumentParser:
 def main() -> None:
     args = parser().parse_args()
     {"keys": keys, "unrelated": unrelated, "values": values}[args.figure](args)
-    print(f"[fig_plot] {args.figure}: wrote {args.out_png}")
+    print(f"[plot] {args.figure}: wrote {args.out_png}")
 
 
 if __name__ == "__main__":

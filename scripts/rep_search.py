@@ -1,7 +1,7 @@
 """REP's setting search table (rep.search): each setting's scores and paired difference to ROME on the search
 split, with 95% case-level bootstrap intervals, training diagnostics and the selected setting.
 
-    python scripts/make_rep_search.py --out-csv results/tables/rep_search.csv --out-md results/tables/rep_search.md \
+    python scripts/rep_search.py --out-csv results/tables/rep_search.csv --out-md results/tables/rep_search.md \
         --settings "(run setting)" "rep.train.lr=0.005" --summaries a/valid.summary.json b/valid.summary.json \
         --logs a/valid.rep.jsonl b/valid.rep.jsonl --rome-summaries r/valid.summary.json r/valid.summary.json
 One entry per setting in each list (--rome-summaries: the ROME evaluation of the setting's run). Rows: per

@@ -1,6 +1,6 @@
 """Stage `eval_rep`: the robustness evaluation of ROME+REP (each case's rank-one edit plus its adaptor).
 
-    python scripts/evaluate_rep.py job.split=test rep.gate_threshold=0.8
+    python scripts/eval_rep.py job.split=test rep.gate_threshold=0.8
 Same outputs as eval_rome (<split>.results.jsonl, <split>.summary.json, method "ROME+REP"). The
 unedited scores are reused from eval_rome's results of the same cases. Only this stage reads
 rep.gate_threshold, so a threshold sweep reruns evaluation alone. The adaptors file is memory-mapped
@@ -14,7 +14,7 @@ import torch
 
 from robustedit.rep import RepEditBatch
 from robustedit.seeding import torch_generator
-from robustedit.pipeline.stage import stage_app, stage_dir
+from robustedit.pipeline.stage import stage_app, stage_file
 from robustedit.pipeline.evaluate import evaluate_split
 
 # Adaptor bytes stacked per evaluated chunk of cases. The adaptors file is memory-mapped and only one
@@ -54,12 +54,11 @@ def rep_edit_batch_fn(cfg: dict, adaptors_path: Path):
 
 @stage_app("eval_rep")
 def main(cfg: dict, out_dir: Path) -> None:
-    split = cfg["job"]["split"]
     name = cfg["rep"]["name"]
     method = "ROME+REP" if name == "default" else f"ROME+REP ({name})"
-    make, chunk_cases = rep_edit_batch_fn(cfg, stage_dir(cfg, "rep") / f"{split}.adaptors.pt")
-    evaluate_split(cfg, stage_dir(cfg, "rome") / f"{split}.edits.pt", out_dir, method, edit_batch_fn=make,
-                   pre_from=stage_dir(cfg, "eval_rome") / f"{split}.results.jsonl", include_unedited=False,
+    make, chunk_cases = rep_edit_batch_fn(cfg, stage_file(cfg, "rep", "adaptors"))
+    evaluate_split(cfg, stage_file(cfg, "rome", "edits"), out_dir, method, edit_batch_fn=make,
+                   pre_from=stage_file(cfg, "eval_rome", "results"), include_unedited=False,
                    chunk_cases=chunk_cases)
 
 

@@ -1,6 +1,6 @@
 """Stage `templates`: ROME's context templates sampled from the model with a seeded generator.
 
-    python scripts/make_templates.py model=gemma3-270m seed=1
+    python scripts/templates.py model=gemma3-270m seed=1
 Writes <stage dir>/templates.json (["{}", "The ... . {}", ...]).
 """
 from __future__ import annotations
@@ -12,6 +12,7 @@ from robustedit.models.load import load_model, resolve_device
 from robustedit.rome.templates import generate_context_templates
 from robustedit.seeding import torch_generator
 from robustedit.pipeline.stage import model_dir, stage_app
+from robustedit.stages import file_name
 
 
 @stage_app("templates")
@@ -22,7 +23,7 @@ def main(cfg: dict, out_dir: Path) -> None:
         lm.model, lm.tokenizer, torch_generator(cfg["seed"], "context_templates"),
         length_params=tp["length_params"], prefixes=tp["prefixes"], top_k=tp["top_k"],
         device=resolve_device(hw["device"]))
-    write_json(out_dir / "templates.json", templates)
+    write_json(out_dir / file_name("templates", "templates"), templates)
     print("\n".join(templates), flush=True)
 
 

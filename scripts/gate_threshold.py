@@ -1,6 +1,6 @@
 """The gate-threshold ablation (REP paper Figure 7): ROME+REP metrics against rep.gate_threshold, with 95% intervals.
 
-    python scripts/make_gate_table.py --out-csv results/tables/gate_threshold.csv \
+    python scripts/gate_threshold.py --out-csv results/tables/gate_threshold.csv \
         --out-png results/figures/gate_threshold.png --thresholds 0.5 0.9 --summaries a.json b.json \
         --rome-summaries results/<model>/eval_rome/<hash>/valid.summary.json
 One threshold per summary (eval_rep summaries of the same model and split differ only in the threshold).

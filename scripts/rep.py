@@ -1,6 +1,6 @@
 """Stage `rep`: one REP adaptor per case, trained on ROME's key direction u (single-edit protocol).
 
-    python scripts/rep_train.py job.split=valid
+    python scripts/rep.py job.split=valid
 Writes <stage dir>/<split>.adaptors.pt ({"case_ids", "layer", "states": [adaptor_state per case]}) and
 <split>.rep.jsonl (per case: pool counts, per-step losses, final gate statistics). Resumable: each
 finished case is written once to <split>.adaptors.partial/ (io.CasePieces: O(N) bytes in all, where
@@ -21,11 +21,12 @@ from robustedit.io import (CasePieces, checkpoint_stamp, read_json, read_jsonl, 
                            write_jsonl)
 from robustedit.manifest import DataStore
 from robustedit.models.load import load_model, resolve_device
-from robustedit.pipeline.stage import model_dir, stage_app, stage_dir
+from robustedit.pipeline.stage import model_dir, stage_app, stage_file
 from robustedit.pipeline.wikitext import context_words, snippets
 from robustedit.rep import AdaptorConfig, RepTrainConfig, fit_rep_adaptor
 from robustedit.rome.compute_u import MomentSolver
 from robustedit.seeding import py_rng
+from robustedit.stages import file_name
 
 PRINT_EVERY = 8  # cases between progress lines (every case is saved as soon as it is trained)
 STAMP_FILES = (__file__,)  # the script a checkpoint's code version covers (besides the library, pipeline glue included)
@@ -42,9 +43,9 @@ def rep_configs(rep: dict) -> tuple[AdaptorConfig, RepTrainConfig]:
 def main(cfg: dict, out_dir: Path) -> None:
     split, hw = cfg["job"]["split"], cfg["hardware"]
     remove_stray_temps(out_dir, f"{split}.")  # temporary files of this split's outputs left by a killed run
-    cases = read_jsonl(stage_dir(cfg, "cases") / f"{split}.jsonl")
-    templates = read_json(stage_dir(cfg, "templates") / "templates.json")
-    edits = torch.load(stage_dir(cfg, "rome") / f"{split}.edits.pt", weights_only=True)
+    cases = read_jsonl(stage_file(cfg, "cases", "cases"))
+    templates = read_json(stage_file(cfg, "templates", "templates"))
+    edits = torch.load(stage_file(cfg, "rome", "edits"), weights_only=True)
     if edits["case_ids"] != [c["case_id"] for c in cases]:
         raise ValueError(f"{split}: ROME edits do not match the cases file (rerun the rome stage)")
     acfg, tcfg = rep_configs(cfg["rep"])
@@ -55,7 +56,7 @@ def main(cfg: dict, out_dir: Path) -> None:
              if tcfg.gate_loss_weight > 0 and tcfg.gate_negative_snippets > 0 else [])
     whiten = None
     if tcfg.objective == "distance_whitened":  # ROME's C = L Lᵀ, factorised once on the run's device
-        moment = torch.load(stage_dir(cfg, "stats") / "mom2.pt", weights_only=True)["moment"]
+        moment = torch.load(stage_file(cfg, "stats", "moment"), weights_only=True)["moment"]
         whiten = MomentSolver(moment, device=device).factor
 
     def fit_case(i: int, case: dict):
@@ -67,7 +68,7 @@ def main(cfg: dict, out_dir: Path) -> None:
                                device=device, negative_texts=negatives, whiten=whiten)
 
     stamp = checkpoint_stamp("rep", out_dir, STAMP_FILES)
-    states, logs = train_cases(cases, fit_case, out_dir / f"{split}.adaptors.partial", stamp,
+    states, logs = train_cases(cases, fit_case, out_dir / file_name("rep", "partial", split=split), stamp,
                                fresh=bool(cfg["job"].get("fresh")))
     write_outputs(out_dir, split, [c["case_id"] for c in cases], layer, states, logs)
 
@@ -97,9 +98,10 @@ def train_cases(cases: list[dict], fit_case, partial_dir: Path, stamp: dict,
 
 def write_outputs(out_dir: Path, split: str, case_ids: list, layer: int, states: list, logs: list) -> None:
     """The final adaptors file, written once, then the logs; the partial folder is removed last."""
-    save_torch({"case_ids": case_ids, "layer": layer, "states": states}, out_dir / f"{split}.adaptors.pt")
-    write_jsonl(out_dir / f"{split}.rep.jsonl", logs)
-    shutil.rmtree(out_dir / f"{split}.adaptors.partial", ignore_errors=True)
+    adaptors = out_dir / file_name("rep", "adaptors", split=split)
+    save_torch({"case_ids": case_ids, "layer": layer, "states": states}, adaptors)
+    write_jsonl(out_dir / file_name("rep", "logs", split=split), logs)
+    shutil.rmtree(out_dir / file_name("rep", "partial", split=split), ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Table 1 (REP paper): one row per (model, method) from evaluation summaries, in percent, with 95% intervals.
 
-    python scripts/make_table1.py --out-csv results/tables/table1.csv --out-md results/tables/table1.md \
+    python scripts/table1.py --out-csv results/tables/table1.csv --out-md results/tables/table1.md \
         results/<model>/eval_rome/<hash>/test.summary.json ...
 Rows: the unedited model (pre-edit scores) and each method; after each method of a model other than ROME
 and Unedited, a row "<method> − ROME": the paired difference on the cases both rows cover (n_cases: all of

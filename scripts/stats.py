@@ -1,6 +1,6 @@
 """Stage `stats`: ROME's second moment C = E[k kᵀ] at the edit layer, resumable.
 
-    python scripts/compute_stats.py model=gemma3-270m stats.n_samples=2000
+    python scripts/stats.py model=gemma3-270m stats.n_samples=2000
 Writes <stage dir>/mom2.pt ({"moment": float64 [D, D], "count", "meta"}) and stats.json (throughput).
 Partial sums go to mom2.partial.pt after a chunk of `stats.checkpoint_every` rows, at most once per
 `stats.checkpoint_minutes` of wall clock (each checkpoint is the full float64 D x D sum: 0.97 GB for
@@ -19,6 +19,7 @@ from robustedit.manifest import DataStore
 from robustedit.models.load import load_model, resolve_device, resolve_dtype
 from robustedit.rome.stats import ResumeMismatch, compute_second_moment
 from robustedit.pipeline.stage import model_dir, stage_app
+from robustedit.stages import file_name
 
 STAMP_FILES = (__file__,)  # the script a checkpoint's code version covers (besides the library, pipeline glue included)
 
@@ -40,7 +41,7 @@ def main(cfg: dict, out_dir: Path) -> None:
     st, hw = cfg["stats"], cfg["hardware"]
     remove_stray_temps(out_dir)  # temporary files left by a killed run (one stats job per directory)
     lm = load_model(model_dir(cfg), cfg["model"], hw["device"], hw["dtype"])
-    partial, stamp = out_dir / "mom2.partial.pt", checkpoint_stamp("stats", out_dir, STAMP_FILES)
+    partial, stamp = out_dir / file_name("stats", "partial"), checkpoint_stamp("stats", out_dir, STAMP_FILES)
     state = load_checkpoint(partial, stamp, "stats", fresh=bool(cfg["job"].get("fresh")))
     texts = stats_texts(cfg)
 
@@ -58,8 +59,8 @@ def main(cfg: dict, out_dir: Path) -> None:
     if not torch.isfinite(moment).all():
         raise FloatingPointError(f"[stats] second moment has non-finite entries ({out_dir}); not saved")
     save_torch({"moment": moment.cpu(), "count": result.accumulator.count, "meta": result.accumulator.meta},
-               out_dir / "mom2.pt")
-    write_json(out_dir / "stats.json",
+               out_dir / file_name("stats", "moment"))
+    write_json(out_dir / file_name("stats", "stats"),
                {k: (round(v, 3) if isinstance(v, float) else v) for k, v in result.stats.items()})
     print(f"[stats] {result.stats['tokens']} tokens at {result.stats['tokens_per_s']:.0f} tokens/s", flush=True)
     partial.unlink(missing_ok=True)

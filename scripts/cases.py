@@ -1,6 +1,6 @@
 """Stage `cases`: one JSONL of robustness test cases per (model, split).
 
-    python scripts/build_cases.py model=gemma3-270m job.split=valid
+    python scripts/cases.py model=gemma3-270m job.split=valid
 Writes <results>/<model>/cases/<hash>/<split>.jsonl and <split>.stats.json (counts at each step).
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ from robustedit.manifest import DataStore
 from robustedit.models.load import load_model, resolve_device
 from robustedit.pipeline.stage import model_dir, stage_app
 from robustedit.pipeline.wikitext import context_words
+from robustedit.stages import file_name
 
 
 def load_split(store: DataStore, data_cfg: dict, split: str) -> tuple[list[dict], dict, dict, str]:
@@ -88,8 +89,8 @@ def main(cfg: dict, out_dir: Path) -> None:
     stats["n_cases"] = len(out)
     stats["n_with_shuffles"] = sum(1 for c in out if c["shuffled_subjects"]["id"])
     stats["n_without_rephrases"] = sum(1 for c in out if not c["subject_rephrases"]["id"])
-    write_jsonl(out_dir / f"{split}.jsonl", out)
-    write_json(out_dir / f"{split}.stats.json", stats)
+    write_jsonl(out_dir / file_name("cases", "cases", split=split), out)
+    write_json(out_dir / file_name("cases", "stats", split=split), stats)
 
 
 if __name__ == "__main__":
