@@ -26,9 +26,11 @@ run: install
 	$(SNAKEMAKE) --cores all all wandb_log $(ARGS)
 	$(SNAKEMAKE) --report results/report.html $(ARGS)
 
-# ruff (config in pyproject.toml) over the Python tree; the rules are checked by `snakemake --lint` in the tests
+# ruff over the Python tree, snakefmt over the Snakefile and rules (both configured in pyproject.toml); the
+# rules are also checked by `snakemake --lint` in the tests
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/snakefmt --check Snakefile rules/
 
 test: install lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
