@@ -35,7 +35,7 @@ rule fig_unrelated:
     input:
         cases=upstream("fig_unrelated", "cases", "cases"),
         moment=upstream("fig_unrelated", "stats", "moment"),
-        manifest=f"{DATA}/MANIFEST.json",
+        manifest=DATA_MANIFEST,
     output:
         top=out("fig_unrelated", "top"),
         hist=out("fig_unrelated", "hist"),

@@ -35,6 +35,9 @@ CFGS = [compose(r) for r in RUNS]
 RESULTS, MODELS, DATA = (CFGS[0]["paths"][k] for k in ("results", "models", "data"))
 if any((c["paths"]["results"], c["paths"]["models"], c["paths"]["data"]) != (RESULTS, MODELS, DATA) for c in CFGS):
     raise ValueError("all runs must share paths.results, paths.models and paths.data")
+# A prepared model's marker (written last by prepare_model) and the data manifest (every data file's sha256)
+MODEL_SOURCE = f"{MODELS}/{{model}}/SOURCE.json"
+DATA_MANIFEST = f"{DATA}/MANIFEST.json"
 
 
 def _splits_of(cfg, stage):
@@ -243,4 +246,4 @@ def _one_run_per_hash(stage):
 
 def eren_reader(stage):
     """Input function: the prepared reader model (eren.reader) of the run behind a stage directory."""
-    return lambda w: f"{MODELS}/{RUN_OF[(stage, w.model, w.hash)]['eren']['reader']}/SOURCE.json"
+    return lambda w: MODEL_SOURCE.format(model=RUN_OF[(stage, w.model, w.hash)]["eren"]["reader"])

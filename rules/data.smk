@@ -4,8 +4,8 @@
 
 rule cases:
     input:
-        model=f"{MODELS}/{{model}}/SOURCE.json",
-        manifest=f"{DATA}/MANIFEST.json",
+        model=MODEL_SOURCE,
+        manifest=DATA_MANIFEST,
     output:
         cases=out("cases", "cases"),
         stats=out("cases", "stats"),

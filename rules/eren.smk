@@ -36,7 +36,7 @@ wildcard_constraints:
 
 rule eren_index:
     input:
-        manifest=f"{DATA}/MANIFEST.json",
+        manifest=DATA_MANIFEST,
     output:
         [out("eren_index", f, eren_dataset=d) for d in EREN_DATASETS for f in EREN_NOTEBOOK_FILES],
         report=out("eren_index", "report"),
@@ -61,7 +61,7 @@ rule eren_eval:
     input:
         notebook=upstream("eren_eval", "eren_index", *EREN_NOTEBOOK_FILES, per_dataset=True),
         reader=eren_reader("eren_eval"),
-        manifest=f"{DATA}/MANIFEST.json",
+        manifest=DATA_MANIFEST,
     output:
         per_item=out("eren_eval", "items"),
         summary=out("eren_eval", "summary"),
@@ -105,7 +105,7 @@ rule eren_table:
 rule eren_scaling:
     input:
         reader=eren_reader("eren_scaling"),
-        manifest=f"{DATA}/MANIFEST.json",
+        manifest=DATA_MANIFEST,
     output:
         scaling=out("eren_scaling", "scaling"),
         per_item=out("eren_scaling", "items"),

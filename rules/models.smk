@@ -4,7 +4,7 @@
 rule prepare_model:
     output:
         config=f"{MODELS}/{{model}}/config.json",
-        source=f"{MODELS}/{{model}}/SOURCE.json",
+        source=MODEL_SOURCE,
     log:
         f"{RESULTS}/logs/prepare_model/{{model}}.log",
     benchmark:
@@ -27,4 +27,4 @@ rule prepare_model:
 
 rule prepare_models:
     input:
-        [f"{MODELS}/{name}/SOURCE.json" for name in MODEL_CFGS],
+        [MODEL_SOURCE.format(model=name) for name in MODEL_CFGS],

@@ -3,7 +3,7 @@
 
 rule stats:
     input:
-        model=f"{MODELS}/{{model}}/SOURCE.json",
+        model=MODEL_SOURCE,
     output:
         moment=out("stats", "moment"),
         stats=out("stats", "stats"),
@@ -26,7 +26,7 @@ rule stats:
 
 rule templates:
     input:
-        model=f"{MODELS}/{{model}}/SOURCE.json",
+        model=MODEL_SOURCE,
     output:
         templates=out("templates", "templates"),
     log:
