@@ -12,6 +12,7 @@ import argparse
 import shutil
 from pathlib import Path
 
+from robustedit.analysis.plots import save_png
 from robustedit.io import atomic_path, read_json
 
 BASE_COLUMNS = ["stage", "encoder", "index", "size", "n_queries"]
@@ -69,10 +70,7 @@ def plot(rows: list[dict], recall_cols: list[str], path: Path) -> None:
         ax.set(xscale="log", xlabel="notes in the notebook", ylabel=ylabel, title=title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def main() -> None:

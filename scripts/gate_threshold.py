@@ -15,7 +15,8 @@ import argparse
 from pathlib import Path
 
 from robustedit.analysis.tables import write_csv
-from robustedit.io import atomic_path, read_json, read_jsonl
+from robustedit.analysis.plots import save_png
+from robustedit.io import read_json, read_jsonl
 from robustedit.pipeline.tables import (
     AGGREGATION, METRIC, MINUS, difference_row, sibling, table1_entries, with_bounds,
 )
@@ -73,10 +74,7 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.set(title=f"{method}, {model}, {split}", xlabel="gate threshold", ylabel="%", ylim=(0, 100))
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def main() -> None:

@@ -25,7 +25,8 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: str | os.PathLike) -> None:
+def save_png(fig, path: str | os.PathLike) -> None:
+    """Lay out `fig`, write it to `path` as a 120-dpi PNG (atomically) and close it."""
     plt = _pyplot()
     fig.tight_layout()
     with atomic_path(path) as tmp:
@@ -64,7 +65,7 @@ def plot_key_similarity(rows: Sequence[dict], path) -> None:
         for ax in (ax_w, ax_r):
             ax.legend(fontsize=7)
             ax.grid(alpha=0.3)
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def plot_key_pca(rows: Sequence[dict], path) -> None:
@@ -84,7 +85,7 @@ def plot_key_pca(rows: Sequence[dict], path) -> None:
                ylabel=f"PC2 ({100 * ratios[1]:.0f}%)")
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def plot_unrelated(top_rows: Sequence[dict], hist_rows: Sequence[dict], key_rows: Sequence[dict], path) -> None:
@@ -112,7 +113,7 @@ def plot_unrelated(top_rows: Sequence[dict], hist_rows: Sequence[dict], key_rows
         ax.set(title=run, xlabel=SIM_LABEL, ylabel="density")
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def plot_value_norms(rows: Sequence[dict], path) -> None:
@@ -132,4 +133,4 @@ def plot_value_norms(rows: Sequence[dict], path) -> None:
         ax_h.set(title="‖v*‖ / ‖v_init‖", xlabel="ratio", ylabel="edits")
         for ax in (ax_s, ax_h):
             ax.grid(alpha=0.3)
-    _save(fig, path)
+    save_png(fig, path)
