@@ -197,7 +197,7 @@ def summarise_transfer(rows: Sequence[dict]) -> list[dict]:
 
 def plot_transfer(rows: Sequence[dict], path, title: str = "") -> None:
     """Box plots of r before and after the adaptor per group, one panel per ROME outcome."""
-    from .plots import _pyplot, _save
+    from .plots import _pyplot, save_png
 
     plt = _pyplot()
     groups = [g for g in GROUPS if any(r["group"] == g for r in rows)]
@@ -218,4 +218,4 @@ def plot_transfer(rows: Sequence[dict], path, title: str = "") -> None:
                      f"(grey: key a, blue: adapted key a')")
     if title:
         fig.suptitle(title)
-    _save(fig, path)
+    save_png(fig, path)
