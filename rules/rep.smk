@@ -67,6 +67,8 @@ rule rep_diagnostics:
         transfer=out("rep_diagnostics", "transfer"),
         summary=out("rep_diagnostics", "summary"),
         figure=out("rep_diagnostics", "figure"),
+        oracle=out("rep_diagnostics", "oracle"),
+        oracle_summary=out("rep_diagnostics", "oracle_summary"),
     log:
         job_file("rep_diagnostics", "logs"),
     benchmark:

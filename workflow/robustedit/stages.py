@@ -82,11 +82,13 @@ STAGES: dict[str, Stage] = {
                        "eval.long_id_passages", *LOADS_MODEL, *BATCHES), ("rep", "eval_rome"),
                       files=EVALUATED),
     # REP key diagnostics: each evaluated key's transfer ratio uᵀa / uᵀk* before and after its case's adaptor,
-    # joined with eval_rome's and eval_rep's per-item exact match (the gate threshold is eval_rep's)
+    # joined with eval_rome's and eval_rep's per-item exact match (the gate threshold is eval_rep's), and the
+    # oracle ceilings of a key-side fix (robustedit.analysis.oracle)
     "rep_diagnostics": Stage(("rep.gate_threshold", "eval.long_id_passages", *LOADS_MODEL, *BATCHES),
                              ("rep", "eval_rome", "eval_rep"),
                              files={"transfer": "{split}.transfer.csv", "summary": "{split}.transfer_summary.csv",
-                                    "figure": "{split}.transfer.png"}),
+                                    "figure": "{split}.transfer.png", "oracle": "{split}.oracle.csv",
+                                    "oracle_summary": "{split}.oracle_summary.csv"}),
     # analysis figures (REP Figures 3-5); the analysed split is a job value, like every stage's split
     "fig_keys": Stage(("seed", "analysis.n_cases", "analysis.n_random_pairs", "analysis.pca_case", "model.layer",
                        *LOADS_MODEL, *BATCHES), ("cases", "stats"),
