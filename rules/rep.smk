@@ -93,6 +93,6 @@ rule rep_diagnostics_all:
             [
                 split_file(c, "rep_diagnostics", c["eval"]["report_split"], key)
                 for c in CFGS
-                for key in ("transfer", "summary", "figure")
+                for key in ("transfer", "summary", "figure", "oracle", "oracle_summary")
             ],
         ),
