@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from robustedit.analysis.oracle import METHODS, ORACLES, oracle_records, summarise_oracles
+from robustedit.analysis.oracle import METHODS, ORACLES, PAIRS, oracle_records, pair_name, summarise_oracles
 from robustedit.analysis.tables import write_csv
 from robustedit.analysis.transfer import join_outcomes, plot_transfer, summarise_transfer, transfer_records
 from robustedit.edits import RankOneEdit
@@ -30,7 +30,9 @@ COLUMNS = ["model", "split", "case_id", "group", "index", "prompt", "r_before", 
            "cos_before", "cos_after", "rome_em", "rep_em", "rome_outcome", "rome_case_success"]
 ORACLE_COLUMNS = ["model", "split", "case_id", "group", "index", "prompt", *ORACLES,
                   *(f"{o}_logprob" for o in ORACLES), "rome_em", "rep_em"]
-ORACLE_SUMMARY_COLUMNS = ["model", "split", "group", "n", *(f"{m}{x}" for m in METHODS for x in ("", "_lo", "_hi"))]
+ORACLE_STATISTICS = [*METHODS, *(pair_name(*p) for p in PAIRS)]  # each with its _lo and _hi
+ORACLE_SUMMARY_COLUMNS = ["model", "split", "group", "n", *(f"{m}{x}" for m in ORACLE_STATISTICS
+                                                             for x in ("", "_lo", "_hi"))]
 SUMMARY_COLUMNS = ["model", "split", "group", "domain", "rome_outcome", "n", "r_before_q25", "r_before_median",
                    "r_before_q75", "r_after_q25", "r_after_median", "r_after_q75", "gate_open_frac", "rep_success",
                    "rome_success"]

@@ -112,3 +112,7 @@ def test_summary_intervals_per_group():
     assert out[0]["rome_em"] == 50.0 and out[0]["oracle_k_star"] == 100.0 and out[0]["oracle_r_one"] == 0.0
     assert out[0]["rome_em_lo"] < 50.0 < out[0]["rome_em_hi"]
     assert set(METHODS) <= set(out[0])
+    # paired: oracle_k_star − rome_em is 100 − 50 on every resample's mean... of the same cases
+    assert out[0]["oracle_k_star-rome_em"] == 50.0
+    assert out[0]["rep_em-oracle_k_star"] == out[0]["rep_em-oracle_k_star_lo"] == 0.0
+    assert out[0]["oracle_k_star-rome_em_lo"] < 50.0 < out[0]["oracle_k_star-rome_em_hi"]

@@ -31,7 +31,7 @@ from ..evaluate.encoding import encode_item
 from ..evaluate.items import build_items
 from ..hooks import capture_input, edit_input
 from ..tokens import encode_with_span
-from .bootstrap import bootstrap_interval, case_sums
+from .bootstrap import bootstrap_interval, case_sums, paired_difference
 from .transfer import subject_items
 
 ORACLES = ("rome_check", "oracle_k_star", "oracle_r_one")  # the three rows of each item's forward
@@ -99,24 +99,35 @@ def oracle_records(model: nn.Module, tok, down_proj: nn.Module, case: dict, edit
 
 
 METHODS = ("rome_em", "rep_em", *ORACLES)  # the evaluations' ROME and ROME+REP, then the oracles
+# Paired differences (first − second, same cases resampled together): what the oracles add to ROME, and
+# whether ROME+REP reaches the single-position ceiling
+PAIRS = (("oracle_k_star", "rome_em"), ("oracle_r_one", "rome_em"), ("rep_em", "oracle_k_star"),
+         ("oracle_k_star", "oracle_r_one"))
+
+
+def pair_name(a: str, b: str) -> str:
+    return f"{a}-{b}"
 
 
 def summarise_oracles(rows: Sequence[dict], groups: Sequence[str]) -> list[dict]:
     """Per group: n items and, for each of METHODS, the exact match in percent (micro: over the group's
-    items) with its 95% case-level bootstrap interval (`<method>_lo`, `<method>_hi`)."""
+    items) with its 95% case-level bootstrap interval (`<method>_lo`, `<method>_hi`); for each of PAIRS the
+    paired difference `<a>-<b>` with its interval."""
     groups = [g for g in groups if any(r["group"] == g for r in rows)]
     case_ids = list(dict.fromkeys(r["case_id"] for r in rows))
-    intervals = {}
+    tables = {}
     for method in METHODS:
         per_case = {c: {g: [] for g in groups} for c in case_ids}
         for r in rows:
             per_case[r["case_id"]][r["group"]].append(float(r[method]))  # 0 / 1; the interval is in percent
-        intervals[method] = bootstrap_interval(case_sums(list(per_case.items()), groups))
+        tables[method] = case_sums(list(per_case.items()), groups)
+    intervals = {m: bootstrap_interval(t) for m, t in tables.items()}
+    intervals.update({pair_name(a, b): paired_difference(tables[a], tables[b]) for a, b in PAIRS})
     out = []
     for g in groups:
         row = {"group": g, "n": sum(r["group"] == g for r in rows)}
-        for method in METHODS:
-            iv = intervals[method][g]
-            row.update({method: iv.value, f"{method}_lo": iv.lo, f"{method}_hi": iv.hi})
+        for name, by_group in intervals.items():
+            iv = by_group[g]
+            row.update({name: iv.value, f"{name}_lo": iv.lo, f"{name}_hi": iv.hi})
         out.append(row)
     return out
