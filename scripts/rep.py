@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
+from robustedit.checkpoints import CasePieces, checkpoint_stamp
 from robustedit.evaluate.leakage import leak_guard
-from robustedit.io import (CasePieces, checkpoint_stamp, read_json, read_jsonl, remove_stray_temps, save_torch,
-                           write_jsonl)
+from robustedit.io import read_json, read_jsonl, remove_stray_temps, save_torch, write_jsonl
 from robustedit.manifest import DataStore
 from robustedit.models.load import load_model, resolve_device
 from robustedit.pipeline.stage import model_dir, stage_app, stage_file

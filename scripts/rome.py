@@ -15,8 +15,8 @@ from typing import Callable
 
 import torch
 
-from robustedit.io import (CasePieces, checkpoint_stamp, read_json, read_jsonl, remove_stray_temps, save_torch,
-                           write_jsonl)
+from robustedit.checkpoints import CasePieces, checkpoint_stamp
+from robustedit.io import read_json, read_jsonl, remove_stray_temps, save_torch, write_jsonl
 from robustedit.models.load import load_model, resolve_device
 from robustedit.rome.compute_u import MomentSolver
 from robustedit.rome.execute import execute_rome_detailed

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from robustedit.io import checkpoint_stamp, discard, load_checkpoint, remove_stray_temps, save_torch, write_json
+from robustedit.checkpoints import checkpoint_stamp, discard, load_checkpoint
+from robustedit.io import remove_stray_temps, save_torch, write_json
 from robustedit.manifest import DataStore
 from robustedit.models.load import load_model, resolve_device, resolve_dtype
 from robustedit.rome.stats import ResumeMismatch, compute_second_moment

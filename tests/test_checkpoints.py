@@ -16,7 +16,8 @@ import rome as rome_script
 import torch
 
 from conftest import REPO, tiny_llama
-from robustedit.io import CasePieces, checkpoint_stamp, code_version, load_checkpoint, save_torch
+from robustedit.checkpoints import CasePieces, checkpoint_stamp, code_version, load_checkpoint
+from robustedit.io import save_torch
 from robustedit.models.arch import Architecture
 from robustedit.rome import compute_second_moment
 from robustedit.rome.stats import ResumeMismatch, select_documents
@@ -185,20 +186,20 @@ def test_stats_checkpoint_of_other_rows_restarts(llama_tok, capsys, tmp_path):
 
 
 def test_code_version_covers_library_scripts_and_numeric_packages(tmp_path, monkeypatch):
-    import robustedit.io as rio
+    import robustedit.checkpoints as ckpt
 
     library, script = tmp_path / "robustedit", tmp_path / "stage.py"
     library.mkdir()
     (library / "mod.py").write_text("y = 1\n")
     script.write_text("x = 1\n")
-    monkeypatch.setattr(rio, "LIBRARY", library)
+    monkeypatch.setattr(ckpt, "LIBRARY", library)
     seen = {code_version(script)}
     assert seen == {code_version(script)} and len(next(iter(seen))) == 16  # deterministic
     script.write_text("x = 2\n")  # the stage script
     seen.add(code_version(script))
     (library / "mod.py").write_text("y = 2\n")  # any library source
     seen.add(code_version(script))
-    monkeypatch.setattr(rio, "_package_version", lambda name: "9.9")  # a torch / transformers upgrade
+    monkeypatch.setattr(ckpt, "_package_version", lambda name: "9.9")  # a torch / transformers upgrade
     seen.add(code_version(script))
     assert len(seen) == 4
     stamp = checkpoint_stamp("rome", tmp_path / "abc0123456", [script])

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from robustedit.io import CasePieces, save_torch
+from robustedit.checkpoints import CasePieces
+from robustedit.io import save_torch
 from robustedit.models.arch import Architecture
 from robustedit.rep import AdaptorConfig, RepResult, RepTrainConfig, adaptor_state, fit_rep_adaptor, init_params
 from robustedit.evaluate.leakage import leak_guard

@@ -12,7 +12,8 @@ import rome as rome_script
 import torch
 
 from conftest import REPO
-from robustedit.io import CasePieces, remove_stray_temps, save_torch, write_json, write_jsonl
+from robustedit.checkpoints import CasePieces
+from robustedit.io import remove_stray_temps, save_torch, write_json, write_jsonl
 
 PY = sys.executable
 
