@@ -56,7 +56,7 @@ def end_to_end(args) -> dict:
     from robustedit.eren.data import edit_statements, load_counterfact_hard, subsample
     from robustedit.eren.encoder import load_encoder
     from robustedit.eren.evaluate import build_editor, evaluate_counterfact_hard
-    from robustedit.eren.reader import load_chat_reader
+    from robustedit.eren.reader_load import load_chat_reader
 
     records = subsample(load_counterfact_hard(DATA / "eren" / "cfh_filtered.json"), args.e2e, args.seed)
     enc = load_encoder(args.encoder, device=args.device)

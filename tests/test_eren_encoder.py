@@ -113,7 +113,7 @@ def test_hash_encoder_is_deterministic_and_normalised():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_without_gpu_is_an_error_not_a_fallback():
     from robustedit.errors import ConfigError
-    from robustedit.eren.reader import load_chat_reader
+    from robustedit.eren.reader_load import load_chat_reader
 
     with pytest.raises(ConfigError, match="CUDA"):
         load_encoder("minilm", device="cuda")

@@ -7,7 +7,7 @@ from robustedit.eren.data import load_counterfact_hard
 from robustedit.eren.encoder import load_encoder
 from robustedit.eren.evaluate import run_counterfact_hard
 from robustedit.eren.prompts import make_context, qa_closed_book_prompt, qa_prompt
-from robustedit.eren.reader import load_chat_reader
+from robustedit.eren.reader_load import load_chat_reader
 
 from conftest import REPO, model_dir
 

@@ -11,7 +11,8 @@ import torch
 
 from conftest import REPO, model_dir
 from robustedit.errors import ConfigError, ModelNotAvailableError
-from robustedit.eren.reader import ChatReader, Seq2SeqReader, load_reader, reader_kind
+from robustedit.eren.reader import ChatReader, Seq2SeqReader, reader_kind
+from robustedit.eren.reader_load import load_reader
 
 BOS, EOS, UNK = "<|im_start|>", "<|im_end|>", "<|endoftext|>"  # ids 1, 2, 0 in SmolLM2's vocabulary
 LLAMA2_TEMPLATE = ("{{ bos_token }}{% for m in messages %}[INST] {{ m['content'] }} [/INST]{% endfor %}")

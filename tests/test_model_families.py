@@ -19,7 +19,8 @@ from conftest import model_dir
 from offline_hub import bos_tokenizer
 from robustedit.edits import apply_rank_one, restore
 from robustedit.errors import ConfigError
-from robustedit.eren.reader import ChatReader, load_reader, reader_kind
+from robustedit.eren.reader import ChatReader, reader_kind
+from robustedit.eren.reader_load import load_reader
 from robustedit.evaluate import evaluate_cases
 from robustedit.evaluate.leakage import leak_guard
 from robustedit.hooks import capture_input, capture_output

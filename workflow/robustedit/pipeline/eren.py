@@ -61,7 +61,8 @@ def load_reader_from(cfg: dict):
     """The reader (eren.reader; FLAN-T5 or a chat model, by its model config) on hardware.device in
     hardware.dtype, hardware.batch_size prompts per batch, wrapped so the stage can report how many
     generations it ran and how long they took."""
-    from robustedit.eren.reader import TimedReader, load_reader
+    from robustedit.eren.reader import TimedReader
+    from robustedit.eren.reader_load import load_reader
 
     hw = cfg["hardware"]
     return TimedReader(load_reader(reader_dir(cfg), reader_model_cfg(cfg), device=hw["device"], dtype=hw["dtype"],
