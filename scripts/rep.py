@@ -3,9 +3,9 @@
     python scripts/rep.py job.split=valid
 Writes <stage dir>/<split>.adaptors.pt ({"case_ids", "layer", "states": [adaptor_state per case]}) and
 <split>.rep.jsonl (per case: pool counts, per-step losses, final gate statistics). Resumable: each
-finished case is written once to <split>.adaptors.partial/ (io.CasePieces: O(N) bytes in all, where
+finished case is written once to <split>.adaptors.partial/ (checkpoints.CasePieces: O(N) bytes in all, where
 rewriting every state after each save was O(N²), ~0.5 TB for 400 LLaMA-2-7B cases) and a rerun
-continues after the verified ones (same case_ids, stage hash and code version: io.checkpoint_stamp;
+continues after the verified ones (same case_ids, stage hash and code version: checkpoints.checkpoint_stamp;
 a forced rerun, job.fresh=true, starts afresh). The final file is assembled from the memory-mapped
 pieces, so the adaptors are never all in memory at once.
 """
@@ -77,7 +77,7 @@ def train_cases(cases: list[dict], fit_case, partial_dir: Path, stamp: dict,
                 fresh: bool = False) -> tuple[list[dict], list[dict]]:
     """Fit every case not yet in `partial_dir` (fit_case(i, case) -> RepResult), saving each case once;
     return all adaptor states (memory-mapped from the pieces) and logs, in case order. Pieces of another
-    `stamp` (io.checkpoint_stamp) or case list are discarded; fresh=True discards any."""
+    `stamp` (checkpoints.checkpoint_stamp) or case list are discarded; fresh=True discards any."""
     pieces = CasePieces(partial_dir, [c["case_id"] for c in cases], "rep", stamp=stamp)
     n_done = len(pieces.resume(fresh))
     if n_done:

@@ -3,8 +3,8 @@
     python scripts/rome.py job.split=valid
 Writes <stage dir>/<split>.edits.pt ({"case_ids", "layer", "u" [N, key], "v" [N, hidden]}) and
 <split>.rome.jsonl (per case: v* losses, number of updates, early stop, norms). Finished chunks of
-cases are kept in <split>.edits.partial/ (one file each, io.CasePieces) and a rerun continues after
-them if they have this run's case_ids, stage hash and code version (io.checkpoint_stamp); a forced
+cases are kept in <split>.edits.partial/ (one file each, checkpoints.CasePieces) and a rerun continues after
+them if they have this run's case_ids, stage hash and code version (checkpoints.checkpoint_stamp); a forced
 rerun (job.fresh=true, passed by `snakemake --forcerun rome`) starts afresh.
 """
 from __future__ import annotations
@@ -66,7 +66,7 @@ def edit_cases(cases: list[dict], edit_chunk: Callable[[list[dict]], list[dict]]
                batch_cases: int, stamp: dict, fresh: bool = False) -> dict[str, list]:
     """Edit every case not yet in `partial_dir`, `batch_cases` at a time (edit_chunk(chunk) -> one
     {"u", "v", "diag"} per case), one piece per chunk, each written once (O(N) writes); return the
-    lists "u", "v", "diag" of all cases in order. Pieces of another `stamp` (io.checkpoint_stamp) or case
+    lists "u", "v", "diag" of all cases in order. Pieces of another `stamp` (checkpoints.checkpoint_stamp) or case
     list are discarded; fresh=True discards any."""
     pieces = CasePieces(partial_dir, [c["case_id"] for c in cases], "rome", stamp=stamp)
     done: dict[str, list] = {"u": [], "v": [], "diag": []}

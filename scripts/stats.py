@@ -5,7 +5,7 @@ Writes <stage dir>/mom2.pt ({"moment": float64 [D, D], "count", "meta"}) and sta
 Partial sums go to mom2.partial.pt after a chunk of `stats.checkpoint_every` rows, at most once per
 `stats.checkpoint_minutes` of wall clock (each checkpoint is the full float64 D x D sum: 0.97 GB for
 LLaMA-2-7B, 1.64 GB for Mistral-7B); a rerun resumes there if the checkpoint has this run's stage hash
-and code version (io.checkpoint_stamp) and covers the same rows (rome.stats: meta and rows_sha256), and
+and code version (checkpoints.checkpoint_stamp) and covers the same rows (rome.stats: meta and rows_sha256), and
 otherwise discards it with a message; a forced rerun (job.fresh=true) starts afresh.
 """
 from __future__ import annotations

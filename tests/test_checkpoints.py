@@ -1,5 +1,5 @@
 """Resume checkpoints that cannot lie: a partial folder (rome, rep) or mom2.partial.pt (stats) is used only
-if it was written for the same cases, stage hash and code version (io.checkpoint_stamp) and covers the same
+if it was written for the same cases, stage hash and code version (checkpoints.checkpoint_stamp) and covers the same
 rows; anything else (scaled values stamped by other code or another stage hash, other case_ids, a pickle
 payload, a forced rerun) is discarded with a message, never executed, never resumed onto."""
 from __future__ import annotations

@@ -19,7 +19,6 @@ LAYERS = ("models", "rome", "rep", "evaluate", "eren", "analysis", "data", "pipe
 
 MAX_LINES = 300
 LONG_MODULES = {  # module: why it may be longer (delete the entry once it is split)
-    "robustedit.stages": "the stage table and config hashing; owned by the pipeline work of issue 13, split pending",
 }
 
 

@@ -60,7 +60,7 @@ def test_killed_rome_stage_resumes_to_the_same_edits(two_runs):
     done = next(a.rglob("rome/*/valid.edits.pt"))
     expected = torch.load(done, weights_only=True)
     os.remove(done)
-    partial = done.with_name("valid.edits.partial")  # io.CasePieces: one file per finished chunk of cases
+    partial = done.with_name("valid.edits.partial")  # checkpoints.CasePieces: one file per finished chunk of cases
     # rome.batch_cases=1 (in SMALL), so a piece exists after the first case; kill the job right then
     cmd = [PY, "scripts/rome.py", f"paths.results={a}", *SMALL.split(), "job.split=valid"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

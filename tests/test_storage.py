@@ -1,4 +1,4 @@
-"""Resume pieces sized for 7B models (io.CasePieces): each finished case is written once (O(N) writes in
+"""Resume pieces sized for 7B models (checkpoints.CasePieces): each finished case is written once (O(N) writes in
 all, where rewriting every state after each save was O(N²)), pieces are verified against the current
 case_ids before use and discarded on any mismatch, and a killed run resumes to identical outputs."""
 from __future__ import annotations
@@ -21,7 +21,7 @@ import rep as rep_script  # noqa: E402
 LAYER = 1
 ARCH = Architecture("llama", 4)
 FORMAT = "robustedit.rep.adaptor/1"
-STAMP = {"stage": "rep", "stage_hash": "0123456789", "code_version": "test"}  # io.checkpoint_stamp's shape
+STAMP = {"stage": "rep", "stage_hash": "0123456789", "code_version": "test"}  # checkpoints.checkpoint_stamp's shape
 
 
 def stub_fit(d=16):
