@@ -80,8 +80,10 @@ def test_item_order_spans_and_skips():
     assert positions == sorted(positions) and len(set(positions)) == len(positions)  # build_items order
     assert {it.group for it in items} == {g for g, _ in built} - {"locality"}
     assert skipped == {"paraphrase": 0, "patil": 1}
+    targets = [it.target for it in build_items(case)]
     for it in items:
         assert it.text == built[positions[items.index(it)]][1]
+        assert it.target == targets[positions[items.index(it)]]  # the scored item's own target
         assert it.text[slice(*it.span)] == subject_of(case, it.group, it.index)
     long0 = next(it for it in items if it.group == "long_id" and it.index == 0)
     passage = case["long_context"]["held"][0]

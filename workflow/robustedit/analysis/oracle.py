@@ -28,7 +28,6 @@ import torch.nn as nn
 from ..edits import RankOneEdit, applied
 from ..errors import RecordError
 from ..evaluate.encoding import encode_item
-from ..evaluate.items import build_items
 from ..hooks import capture_input, edit_input
 from ..tokens import encode_with_span
 from .bootstrap import bootstrap_interval, case_sums, paired_difference
@@ -48,17 +47,6 @@ def replaced_keys(x: torch.Tensor, position: int, k_star: torch.Tensor, u: torch
     return out
 
 
-def _targets(case: dict, long_id_passages: int | None) -> dict[tuple[str, int], str]:
-    """(group, index within group) -> the item's target, in build_items order."""
-    seen: dict[str, int] = {}
-    out = {}
-    for it in build_items(case, long_id_passages):
-        j = seen.get(it.group, 0)
-        seen[it.group] = j + 1
-        out[(it.group, j)] = it.target
-    return out
-
-
 @torch.no_grad()
 def oracle_records(model: nn.Module, tok, down_proj: nn.Module, case: dict, edit: RankOneEdit, device, *,
                    long_id_passages: int | None = None) -> list[dict]:
@@ -68,7 +56,6 @@ def oracle_records(model: nn.Module, tok, down_proj: nn.Module, case: dict, edit
     edit on `down_proj`; k* is read from the success prompt on the unedited model."""
     where = f"case_id {case.get('case_id', '?')}: "
     items, _ = subject_items(case, long_id_passages)
-    targets = _targets(case, long_id_passages)
     if items[0].group != "success":
         raise RecordError(f"{where}the first item must be the success prompt (k*)")
     u = edit.u.to(device)
@@ -76,7 +63,7 @@ def oracle_records(model: nn.Module, tok, down_proj: nn.Module, case: dict, edit
     records = []
     for it in items:
         ids, position = encode_with_span(tok, it.text, *it.span, where)
-        enc = encode_item(tok, it.text, targets[(it.group, it.index)], where)
+        enc = encode_item(tok, it.text, it.target, where)
         if list(enc.input_ids[:enc.n_prompt]) != ids:
             raise RecordError(f"{where}{it.group}[{it.index}]: the prompt's ids differ from the scored ones")
         input_ids = torch.tensor([enc.input_ids] * 3, dtype=torch.long, device=device)

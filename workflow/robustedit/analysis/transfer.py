@@ -47,6 +47,7 @@ class SubjectItem:
     index: int  # position within its group, in build_items order
     text: str  # the evaluated prompt (exactly build_items' Item.prompt)
     span: tuple[int, int]  # character span of the subject variant in `text`
+    target: str  # the item's target (build_items' Item.target)
 
 
 def subject_items(case: dict, long_id_passages: int | None = None) -> tuple[list[SubjectItem], dict[str, int]]:
@@ -83,7 +84,7 @@ def subject_items(case: dict, long_id_passages: int | None = None) -> tuple[list
         if it.group != "success" and it.group not in FOUND and it.prompt[span[0]:span[1]] != (
                 variants[it.group][j] if it.group in SWAPPED else subject):
             raise RecordError(f"{where}{it.group}[{j}]: the computed span {span} misses the subject in {it.prompt!r}")
-        out.append(SubjectItem(it.group, j, it.prompt, span))
+        out.append(SubjectItem(it.group, j, it.prompt, span, it.target))
     return out, skipped
 
 
