@@ -148,7 +148,7 @@ def upstream(stage, source, *keys, per_dataset=False):
 
 def split_file(cfg, stage, split, key):
     """The `key` file of `stage` for `split` under a run config (a per-split stage has one directory per split)."""
-    return stage_file(cfg, stage, key, split if per_split(stage) else None)
+    return stage_file(cfg, stage, key, split)  # stage_file ignores the split of a stage that has none
 
 
 # A stage job's own value, which names its log and benchmark files and is passed to its script
