@@ -28,7 +28,7 @@ rule all:
         [stage_dir(c, "cases", s) / f"{s}.jsonl" for c in CFGS for s in c["data"]["splits"]],
         [stage_dir(c, "eval_rome", s) / f"{s}.summary.json" for c in CFGS for s in c["data"]["splits"]],
         [stage_dir(c, "eval_rep", s) / f"{s}.summary.json" for c in CFGS for s in c["data"]["splits"]],
-        f"{RESULTS}/tables/table1.csv",
+        f"{TABLE1}.csv",
         f"{RESULTS}/tables/gate_threshold.csv",
         ANALYSIS_FIGURES,
         needs_splits("eval.report_split", EREN_TARGETS),  # the suite on eval.report_split

@@ -9,6 +9,7 @@ from snakemake_interface_executor_plugins.settings import DeploymentMethod
 from robustedit.errors import ConfigError
 from robustedit.pipeline.config import GATHERED_SPLIT_KEYS, compose, search_points, split_names
 from robustedit.pipeline.stage import model_dir, stage_dir, stage_file, with_split
+from robustedit.pipeline.tables import table1_stem
 from robustedit.stages import STAGES, file_pattern, per_split
 from robustedit.hashing import stage_hash
 
@@ -65,6 +66,8 @@ TABLE1_FILES = [
     ("eren_suite", "summary", "results"),
     ("eren_suite", "score_summary", "score_results"),
 ]
+# Table 1's path without suffix: tables/table1 for the test split, tables/table1.<split> for another (zsre, yours)
+TABLE1 = f"{RESULTS}/tables/{table1_stem([c['eval']['report_split'] for c in CFGS])}"
 
 # The gate-threshold ablation: each run again with every rep.sweep_thresholds value. Only eval_rep
 # reads the threshold, so these configs share every other stage directory with their run.

@@ -23,8 +23,8 @@ rule table1:
             ],
         ),
     output:
-        csv=report(f"{RESULTS}/tables/table1.csv", caption="../report/table1.rst", category="Tables"),
-        md=f"{RESULTS}/tables/table1.md",
+        csv=report(f"{TABLE1}.csv", caption="../report/table1.rst", category="Tables"),
+        md=f"{TABLE1}.md",
     log:
         f"{RESULTS}/logs/table1.log",
     benchmark:

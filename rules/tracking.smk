@@ -5,7 +5,7 @@
 # add --forcerun wandb_log.
 
 TRACKED_TABLES = [
-    f"{RESULTS}/tables/table1.csv",
+    f"{TABLE1}.csv",
     f"{RESULTS}/tables/gate_threshold.csv",
     f"{RESULTS}/tables/eren.csv",
     f"{RESULTS}/tables/eren_scaling.csv",

@@ -11,6 +11,8 @@ from pathlib import Path
 from robustedit.data.cases import attach_perturbations, attach_rephrases
 from robustedit.data.counterfact import join_case, pool_index, pool_to_rep
 from robustedit.data.filtering import teacher_forced_exact_match
+from robustedit.data.splits import check_unique_ids, split_source
+from robustedit.data.zsre import zsre_case
 from robustedit.errors import ConfigError, RecordError
 from robustedit.io import read_json, write_json, write_jsonl
 from robustedit.manifest import DataStore
@@ -20,20 +22,32 @@ from robustedit.pipeline.wikitext import context_words
 from robustedit.stages import file_name
 
 
-def load_split(store: DataStore, data_cfg: dict, split: str) -> tuple[list[dict], dict, dict, str]:
+def load_split(store: DataStore, data_cfg: dict, split: str) -> tuple[list[dict], str]:
+    """The split's case records (our schema, before filtering; at most data.max_cases) and their file."""
+    if split not in data_cfg["split_files"]:
+        raise ConfigError(f"data.splits has {split!r} but data.split_files has no entry for it")
+    rel, kind = split_source(data_cfg["split_files"][split], split)
+    if kind == "zsre":  # standalone records: no pool to join
+        cases = [zsre_case(r, split, rel, i) for i, r in enumerate(read_records(store, rel, data_cfg))]
+        check_unique_ids(cases, rel)
+        return cases, rel
     pool_file = data_cfg["pool_file"]
     pool = pool_index(read_json(store.path(pool_file)), pool_file)
     patil = read_json(store.path(data_cfg["patil_file"]))
-    if split not in data_cfg["split_files"]:
-        raise ConfigError(f"data.splits has {split!r} but data.split_files has no entry for it")
-    rel = data_cfg["split_files"][split]
     if rel is None:  # the pool itself, flattened to the split shape
-        records, rel = [pool_to_rep(pool[cid]) for cid in sorted(pool)], pool_file
+        records, rel = [pool_to_rep(pool[cid]) for cid in sorted(pool)][: data_cfg["max_cases"]], pool_file
     else:
-        records = read_json(store.path(rel))
+        records = read_records(store, rel, data_cfg)
+    cases = [join_case(r, pool, patil, split, rel, i) for i, r in enumerate(records)]
+    check_unique_ids(cases, rel)
+    return cases, rel
+
+
+def read_records(store: DataStore, rel: str, data_cfg: dict) -> list:
+    records = read_json(store.path(rel))
     if not isinstance(records, list):
         raise RecordError(f"{rel}: expected a JSON list of records")
-    return records, pool, patil, rel
+    return records[: data_cfg["max_cases"]]  # None: all
 
 
 def llm_rephrases(cfg: dict, subjects: list[str]) -> tuple[dict[str, list[str]], str, dict]:
@@ -49,11 +63,9 @@ def main(cfg: dict, out_dir: Path) -> None:
     if split not in data_cfg["splits"]:
         raise ConfigError(f"job.split={split!r} is not one of data.splits={data_cfg['splits']}")
     store = DataStore(cfg["paths"]["data"])
-    records, pool, patil, source = load_split(store, data_cfg, split)
-    if data_cfg.get("max_cases"):
-        records = records[: data_cfg["max_cases"]]
-    cases = [join_case(r, pool, patil, split, source, i) for i, r in enumerate(records)]
-    stats: dict = {"split": split, "source": source, "n_records": len(cases)}
+    cases, source = load_split(store, data_cfg, split)
+    kind = split_source(data_cfg["split_files"][split], split)[1]
+    stats: dict = {"split": split, "source": source, "kind": kind, "n_records": len(cases)}
 
     lm = load_model(model_dir(cfg), cfg["model"], cfg["hardware"]["device"], cfg["hardware"]["dtype"])
     if data_cfg["filter"]["enabled"]:

@@ -38,7 +38,7 @@ def data_files(cfg: Mapping[str, Any], stage: str, split: str | None = None) -> 
         for key, value in leaves(lookup(cfg, prefix), prefix).items():
             if other_split(key, split):
                 continue
-            if key.endswith(".kind") and is_under(key, ["eren.data"]):  # {file, kind}: the kind names no file
+            if key.endswith(".kind") and is_under(key, USER_FILE_KEYS):  # {file, kind}: the kind names no file
                 continue
             names = value if isinstance(value, list) else [value]
             out.update({(f"{key}[{i}]" if isinstance(value, list) else key): n

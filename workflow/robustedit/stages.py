@@ -278,8 +278,8 @@ def leaves(node: Any, path: str) -> dict[str, Any]:
 
 def hashed_keys(cfg: Mapping[str, Any], stage: str, split: str | None = None) -> dict[str, Any]:
     """Every leaf under the stage's reads (and its inputs'), minus NOT_HASHED; of data.split_files only the
-    split's own entry, and that only when it names no file (the pool's null: a file is hashed by content in
-    data_digests, under the same key)."""
+    split's own entry, and of that only what names no file (the pool's null, a {file, kind}'s kind: a file is
+    hashed by content in data_digests, under the same key)."""
     split = split_of(cfg, stage, split)
     found: dict[str, Any] = {}
     for prefix in stage_reads(stage):
@@ -287,4 +287,4 @@ def hashed_keys(cfg: Mapping[str, Any], stage: str, split: str | None = None) ->
             continue
         found.update(leaves(lookup(cfg, prefix), prefix))
     return {k: v for k, v in sorted(found.items()) if not is_under(k, NOT_HASHED) and not other_split(k, split)
-            and not (is_under(k, [SPLIT_FILES]) and v is not None)}
+            and not (is_under(k, [SPLIT_FILES]) and v is not None and not k.endswith(".kind"))}

@@ -14,7 +14,7 @@ from ..errors import RecordError
 REP_FIELDS = {"case_id": int, "prompt": str, "subject": str, "target_new": str, "target_true": str}
 
 
-def _req(rec: dict, field: str, typ: type, where: str) -> Any:
+def require_field(rec: dict, field: str, typ: type, where: str) -> Any:
     if field not in rec:
         raise RecordError(f"{where}: missing field {field!r}")
     val = rec[field]
@@ -25,10 +25,19 @@ def _req(rec: dict, field: str, typ: type, where: str) -> Any:
     return val
 
 
-def _nonempty(prompts: list) -> list[str]:
+def nonempty_prompts(prompts: list) -> list[str]:
     """Drop empty prompts and strip the rest: a trailing space (a Patil prompt "IBM Connections. ")
     would merge with the target's leading space under SentencePiece and break teacher forcing."""
     return [p.strip() for p in prompts if isinstance(p, str) and p.strip()]
+
+
+def dataset_rephrases(rec: dict, where: str) -> list[str]:
+    """The record's own subject rephrases (optional `subject_rephrase`: a list of non-empty strings)."""
+    rephrases = rec.get("subject_rephrase")
+    well_formed = isinstance(rephrases, list) and all(isinstance(s, str) and s.strip() for s in rephrases)
+    if rephrases is not None and not well_formed:
+        raise RecordError(f"{where}: subject_rephrase must be a list of non-empty strings")
+    return list(rephrases or [])
 
 
 def pool_index(pool: list[dict], source: str) -> dict[int, dict]:
@@ -37,12 +46,12 @@ def pool_index(pool: list[dict], source: str) -> dict[int, dict]:
         where = f"{source} record {i}"
         if not isinstance(rec, dict):
             raise RecordError(f"{where}: expected an object")
-        cid = _req(rec, "case_id", int, where)
-        rw = _req(rec, "requested_rewrite", dict, where)
+        cid = require_field(rec, "case_id", int, where)
+        rw = require_field(rec, "requested_rewrite", dict, where)
         for f in ("prompt", "subject"):
-            _req(rw, f, str, f"{where} (case_id {cid}) requested_rewrite")
+            require_field(rw, f, str, f"{where} (case_id {cid}) requested_rewrite")
         for f in ("target_new", "target_true"):
-            _req(_req(rw, f, dict, f"{where} (case_id {cid}) requested_rewrite"), "str", str,
+            require_field(require_field(rw, f, dict, f"{where} (case_id {cid}) requested_rewrite"), "str", str,
                  f"{where} (case_id {cid}) requested_rewrite.{f}")
         if "{}" not in rw["prompt"]:
             raise RecordError(f"{where} (case_id {cid}): prompt template {rw['prompt']!r} has no '{{}}'")
@@ -68,7 +77,7 @@ def join_case(rep_rec: dict, pool: dict[int, dict], patil: dict[str, list[str]],
     where = f"{source} record {position}"
     if not isinstance(rep_rec, dict):
         raise RecordError(f"{where}: expected an object, got {type(rep_rec).__name__}")
-    vals = {f: _req(rep_rec, f, t, where) for f, t in REP_FIELDS.items()}
+    vals = {f: require_field(rep_rec, f, t, where) for f, t in REP_FIELDS.items()}
     cid = vals["case_id"]
     where = f"{where} (case_id {cid})"
     if cid not in pool:
@@ -82,10 +91,6 @@ def join_case(rep_rec: dict, pool: dict[int, dict], patil: dict[str, list[str]],
     if rw["target_true"]["str"] != vals["target_true"]:
         raise RecordError(f"{where}: target_true {vals['target_true']!r} disagrees with the pool's "
                           f"{rw['target_true']['str']!r}")
-    rephrases = rep_rec.get("subject_rephrase")
-    well_formed = isinstance(rephrases, list) and all(isinstance(s, str) and s.strip() for s in rephrases)
-    if rephrases is not None and not well_formed:
-        raise RecordError(f"{where}: subject_rephrase must be a list of non-empty strings")
     return {
         "case_id": cid,
         "split": split,
@@ -96,11 +101,11 @@ def join_case(rep_rec: dict, pool: dict[int, dict], patil: dict[str, list[str]],
         "target_new": vals["target_new"],
         "target_true": vals["target_true"],
         # empty strings occur in the source lists (e.g. a Patil paraphrase of case_id 60); they are not prompts
-        "paraphrase_prompts": _nonempty(pool[cid].get("paraphrase_prompts", [])),
-        "patil_prompts": _nonempty(patil.get(f"{prompt} {vals['target_true']}", [])),
-        "neighborhood_prompts": _nonempty(pool[cid].get("neighborhood_prompts", [])),
+        "paraphrase_prompts": nonempty_prompts(pool[cid].get("paraphrase_prompts", [])),
+        "patil_prompts": nonempty_prompts(patil.get(f"{prompt} {vals['target_true']}", [])),
+        "neighborhood_prompts": nonempty_prompts(pool[cid].get("neighborhood_prompts", [])),
         "locality_ground_truth": vals["target_true"],
-        "dataset_subject_rephrases": list(rephrases or []),
+        "dataset_subject_rephrases": dataset_rephrases(rep_rec, where),
         # The split's edit wins; one REP test record (case_id 1201) asks for another new object than the pool.
         "pool_target_new": rw["target_new"]["str"] if rw["target_new"]["str"] != vals["target_new"] else None,
     }

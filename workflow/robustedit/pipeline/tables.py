@@ -30,6 +30,17 @@ MINUS = " − "  # a paired-difference row's method: "ROME+REP − ROME"
 TOLERANCE = 1e-6  # percent: a summary's value and the one recomputed from its results must agree to this
 
 
+PAPER_SPLIT = "test"  # the split whose Table 1 is the papers' (results/tables/table1.csv)
+
+
+def table1_stem(report_splits: Sequence[str]) -> str:
+    """Table 1's file name without suffix: `table1` when the runs report the test split, else
+    `table1.<split>` (e.g. `table1.zsre`, a user's `table1.mine`), so another split's table never overwrites
+    the papers'. Runs reporting different splits share one table, named by all of them."""
+    splits = sorted(set(report_splits))
+    return "table1" if splits == [PAPER_SPLIT] else "table1." + "+".join(splits)
+
+
 def rows_from(summary: dict, metric: str, aggregation: str) -> list[dict]:
     rows = []
     stages = [("pre", UNEDITED)] if summary.get("include_unedited", True) else []
