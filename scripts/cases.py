@@ -26,7 +26,7 @@ def load_split(store: DataStore, data_cfg: dict, split: str) -> tuple[list[dict]
     """The split's case records (our schema, before filtering; at most data.max_cases) and their file."""
     if split not in data_cfg["split_files"]:
         raise ConfigError(f"data.splits has {split!r} but data.split_files has no entry for it")
-    rel, kind = split_source(data_cfg["split_files"][split], split)
+    rel, kind, _ = split_source(data_cfg["split_files"][split], split)
     if kind == "zsre":  # standalone records: no pool to join
         cases = [zsre_case(r, split, rel, i) for i, r in enumerate(read_records(store, rel, data_cfg))]
         check_unique_ids(cases, rel)
@@ -64,21 +64,27 @@ def main(cfg: dict, out_dir: Path) -> None:
         raise ConfigError(f"job.split={split!r} is not one of data.splits={data_cfg['splits']}")
     store = DataStore(cfg["paths"]["data"])
     cases, source = load_split(store, data_cfg, split)
-    kind = split_source(data_cfg["split_files"][split], split)[1]
-    stats: dict = {"split": split, "source": source, "kind": kind, "n_records": len(cases)}
+    entry = split_source(data_cfg["split_files"][split], split)
+    stats: dict = {"split": split, "source": source, "kind": entry.kind, "n_records": len(cases)}
 
     lm = load_model(model_dir(cfg), cfg["model"], cfg["hardware"]["device"], cfg["hardware"]["dtype"])
-    if data_cfg["filter"]["enabled"]:
+    # the split's own `filter` replaces data.filter.enabled; turned off there, the known facts are still counted
+    keep_known = data_cfg["filter"]["enabled"] if entry.filter is None else entry.filter
+    if keep_known or entry.filter is False:
         start = time.time()
         known = teacher_forced_exact_match(
             lm.model, lm.arch, lm.tokenizer, [c["prompt"] for c in cases], [c["target_true"] for c in cases],
             cfg["hardware"]["batch_size"], resolve_device(cfg["hardware"]["device"]),
             where=[f"{source} case_id {c['case_id']}: " for c in cases])
-        cases = [c for c, k in zip(cases, known) if k]
+        n_known = sum(known)
+        if keep_known:
+            cases = [c for c, k in zip(cases, known) if k]
         stats["filter"] = {"rule": "teacher-forced exact match of prompt + ' ' + target_true",
-                           "kept": len(cases), "known_fraction": round(len(cases) / max(1, len(known)), 4),
+                           **({} if keep_known else {"applied": False, "known": n_known,
+                                                     "why": f"data.split_files.{split}.filter=false"}),
+                           "kept": len(cases), "known_fraction": round(n_known / max(1, len(known)), 4),
                            "seconds": round(time.time() - start, 1)}
-        print(f"[cases] {split}: model knows {len(cases)}/{len(known)} facts", flush=True)
+        print(f"[cases] {split}: model knows {n_known}/{len(known)} facts; keeping {len(cases)}", flush=True)
     if not cases:
         raise RecordError(f"{split}: no cases left after filtering; nothing to write")
 

@@ -79,3 +79,40 @@ def test_killed_rome_stage_resumes_to_the_same_edits(two_runs):
     assert not partial.exists()
     assert got["case_ids"] == expected["case_ids"]
     assert torch.equal(got["u"], expected["u"]) and torch.equal(got["v"], expected["v"])
+
+
+# zsRE (benchmark=zsre) on the first 2 of REP's zsRE records beside run a, sharing its statistics and templates
+# (shorter passages and fewer variants: the zsre split's directories only; EREN on one case)
+ZSRE = ("benchmark=zsre data.splits=[valid,zsre] eval.report_split=zsre data.max_cases=2 data.rephrase.n=4 "
+        "data.shuffle.n=4 data.long_context.n_words=40 eren.suite.n_cases=1")
+
+
+def zsre_run(results):
+    cmd = [PY, "-m", "snakemake", "--cores", "2", "--directory", str(REPO), f"{results}/tables/table1.zsre.csv",
+           "--config", f"overrides=paths.results={results} {SMALL} {ZSRE}"]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+
+
+def test_zsre_runs_through_the_suite_into_its_own_table1(two_runs):
+    import csv
+    import json
+
+    a, _ = two_runs
+    before = {rel: (a / rel).read_bytes() for rel in OUTPUTS}
+    res = zsre_run(a)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert {rel: (a / rel).read_bytes() for rel in OUTPUTS} == before  # the CounterFact tables are untouched
+    for stage in ("stats", "templates"):  # shared with the CounterFact run, not recomputed
+        assert f"rule {stage}:" not in res.stdout + res.stderr, stage
+    (stats,) = a.glob("smollm2-135m/cases/*/zsre.stats.json")
+    counts = json.loads(stats.read_text())
+    assert counts["kind"] == "zsre" and counts["n_records"] == counts["n_cases"] == 2
+    assert counts["filter"]["applied"] is False and counts["filter"]["kept"] == 2
+    assert 0 <= counts["filter"]["known"] <= 2  # counted, not applied (data.split_files.zsre.filter=false)
+    rows = list(csv.DictReader((a / "tables/table1.zsre.csv").open()))
+    methods = [r["method"] for r in rows]
+    assert methods[:4] == ["Unedited", "ROME", "ROME+REP", "ROME+REP − ROME"] and "EREN" in methods
+    assert all(r["split"] == "zsre" for r in rows)
+    rome = next(r for r in rows if r["method"] == "ROME")
+    assert rome["n_cases"] == "2" and rome["paraphrase"] == rome["patil"] == ""  # zsRE has neither column
+    assert all(rome[c] != "" for c in ("success", "locality", "rephrase_id", "shuffle_id", "long_ood"))

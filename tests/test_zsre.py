@@ -74,13 +74,15 @@ def test_a_malformed_zsre_record_is_named_by_file_record_and_field(edit, message
 
 
 def test_split_entries_name_a_file_the_pool_or_a_file_and_its_kind():
-    assert split_source("rep/x.json", "s") == ("rep/x.json", "counterfact")
-    assert split_source(None, "s") == (None, "counterfact")
-    assert split_source({"file": "z.json", "kind": "zsre"}, "s") == ("z.json", "zsre")
-    assert split_source({"file": "z.json"}, "s") == ("z.json", "counterfact")
+    assert split_source("rep/x.json", "s") == ("rep/x.json", "counterfact", None)
+    assert split_source(None, "s") == (None, "counterfact", None)
+    assert split_source({"file": "z.json", "kind": "zsre", "filter": False}, "s") == ("z.json", "zsre", False)
+    assert split_source({"file": "z.json"}, "s") == ("z.json", "counterfact", None)
+    with pytest.raises(ConfigError, match="data.split_files.s.filter='no' must be true, false or null"):
+        split_source({"file": "z.json", "filter": "no"}, "s")
     with pytest.raises(ConfigError, match=r"data.split_files.s.kind='qa' is not one of \['counterfact', 'zsre'\]"):
         split_source({"file": "z.json", "kind": "qa"}, "s")
-    with pytest.raises(ConfigError, match=r"data.split_files.s must be a file, null \(the pool\) or \{file, kind\}"):
+    with pytest.raises(ConfigError, match=r"data.split_files.s must be a file, null \(the pool\) or \{file, kind, "):
         split_source({"path": "z.json"}, "s")
     with pytest.raises(ConfigError, match="data.split_files.mine"):  # the schema refuses a bad kind before any stage
         compose(["+data.split_files.mine={file:z.json,kind:qa}", "data.splits=[mine]"])
@@ -90,17 +92,22 @@ def test_benchmark_zsre_adds_the_split_and_moves_no_other_directory():
     base, zsre = compose([]), compose(["benchmark=zsre"])
     assert zsre["data"]["splits"] == ["valid", "zsre"] and zsre["eval"]["report_split"] == "zsre"
     assert zsre["data"]["split_files"]["zsre"] == {"file": str(ZSRE.relative_to(REPO / "resources" / "data")),
-                                                  "kind": "zsre"}
+                                                  "kind": "zsre", "filter": False}
     for split in ("valid", "test"):
         assert {s: stage_hash(zsre, s, split) for s in SPLIT_STAGES} == {s: stage_hash(base, s, split)
                                                                          for s in SPLIT_STAGES}
     others = [s for s in STAGES if not per_split(s)]
     assert {s: stage_hash(zsre, s) for s in others} == {s: stage_hash(base, s) for s in others}
     named = stage_config(zsre, "cases", "zsre")
-    assert named["keys"]["data.split_files.zsre.kind"] == "zsre"  # the kind is hashed, the file by content
-    assert named["data"]["data.split_files.zsre.file"] == sha256_file(ZSRE)
-    as_counterfact = compose(["benchmark=zsre", "data.split_files.zsre.kind=counterfact"])
-    assert all(stage_hash(as_counterfact, s, "zsre") != stage_hash(zsre, s, "zsre") for s in SPLIT_STAGES)
+    # the kind and the filter are hashed as keys, the file by its content (not its path)
+    assert named["keys"]["data.split_files.zsre.kind"] == "zsre"
+    assert named["keys"]["data.split_files.zsre.filter"] is False
+    assert "data.split_files.zsre.file" not in named["keys"]
+    assert named["data"] == {**named["data"], "data.split_files.zsre.file": sha256_file(ZSRE)}
+    assert "data.split_files.zsre.kind" not in named["data"] and "data.split_files.zsre.filter" not in named["data"]
+    for other in ("data.split_files.zsre.kind=counterfact", "data.split_files.zsre.filter=true"):
+        moved = compose(["benchmark=zsre", other])
+        assert all(stage_hash(moved, s, "zsre") != stage_hash(zsre, s, "zsre") for s in SPLIT_STAGES), other
 
 
 def test_table1_of_another_split_never_overwrites_the_papers():

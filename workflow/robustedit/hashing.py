@@ -11,8 +11,8 @@ from typing import Any, Mapping
 
 from .errors import ConfigError
 from .manifest import sha256_user_file, user_path
-from .stages import (STAGES, USER_FILE_KEYS, hashed_keys, is_under, leaves, lookup, other_split, split_of,
-                     stage_closure)
+from .stages import (STAGES, USER_FILE_KEYS, hashed_keys, is_under, leaves, lookup, names_file, other_split,
+                     split_of, stage_closure)
 
 HASH_LEN = 10  # hex characters of a stage directory's name; collisions among a user's runs are negligible
 
@@ -38,7 +38,7 @@ def data_files(cfg: Mapping[str, Any], stage: str, split: str | None = None) -> 
         for key, value in leaves(lookup(cfg, prefix), prefix).items():
             if other_split(key, split):
                 continue
-            if key.endswith(".kind") and is_under(key, USER_FILE_KEYS):  # {file, kind}: the kind names no file
+            if is_under(key, USER_FILE_KEYS) and not names_file(key):  # {file, kind, ...}: settings, not files
                 continue
             names = value if isinstance(value, list) else [value]
             out.update({(f"{key}[{i}]" if isinstance(value, list) else key): n

@@ -175,6 +175,13 @@ SPLIT_FILES = "data.split_files"
 USER_FILE_KEYS = (SPLIT_FILES, "eren.data")
 
 
+def names_file(key: str) -> bool:
+    """Whether a leaf under USER_FILE_KEYS names a file: a bare entry (`data.split_files.test`) or an entry's
+    `file` (`eren.data.cfh.file`); an entry's other fields (kind, filter) are settings."""
+    root = next((r for r in USER_FILE_KEYS if is_under(key, [r])), None)
+    return root is not None and (key.count(".") == root.count(".") + 1 or key.endswith(".file"))
+
+
 def per_split(stage: str) -> bool:
     """Whether the stage has one directory per split: it (or a stage it consumes) reads data.split_files."""
     return any(is_under(SPLIT_FILES, STAGES[s].reads) for s in stage_closure(stage))
@@ -278,8 +285,8 @@ def leaves(node: Any, path: str) -> dict[str, Any]:
 
 def hashed_keys(cfg: Mapping[str, Any], stage: str, split: str | None = None) -> dict[str, Any]:
     """Every leaf under the stage's reads (and its inputs'), minus NOT_HASHED; of data.split_files only the
-    split's own entry, and of that only what names no file (the pool's null, a {file, kind}'s kind: a file is
-    hashed by content in data_digests, under the same key)."""
+    split's own entry, and of that only what names no file (the pool's null, an entry's kind and filter: a file
+    is hashed by content in data_digests, under the same key)."""
     split = split_of(cfg, stage, split)
     found: dict[str, Any] = {}
     for prefix in stage_reads(stage):
@@ -287,4 +294,4 @@ def hashed_keys(cfg: Mapping[str, Any], stage: str, split: str | None = None) ->
             continue
         found.update(leaves(lookup(cfg, prefix), prefix))
     return {k: v for k, v in sorted(found.items()) if not is_under(k, NOT_HASHED) and not other_split(k, split)
-            and not (is_under(k, [SPLIT_FILES]) and v is not None and not k.endswith(".kind"))}
+            and not (is_under(k, [SPLIT_FILES]) and v is not None and names_file(k))}

@@ -1,26 +1,36 @@
 """What a data.split_files entry names: a file of REP-CounterFact records joined to the pool, null (the pool
-itself), or {file, kind} with kind `counterfact` (the same as a bare file) or `zsre` (standalone records,
-robustedit.data.zsre)."""
+itself), or {file, kind, filter}: kind `counterfact` (the same as a bare file) or `zsre` (standalone records,
+robustedit.data.zsre); filter, when given, replaces data.filter.enabled for this split only."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import ConfigError, RecordError
 
 SPLIT_KINDS = ("counterfact", "zsre")
 DEFAULT_KIND = "counterfact"  # a bare file: REP's CounterFact split records, joined to the pool by case_id
+ENTRY_FIELDS = {"file", "kind", "filter"}
 
 
-def split_source(entry: Any, split: str) -> tuple[str | None, str]:
-    """(file or None for the pool, kind) of data.split_files.<split>; a malformed entry is a ConfigError."""
+class SplitSource(NamedTuple):
+    file: str | None  # None: the CounterFact pool itself
+    kind: str
+    filter: bool | None  # None: data.filter.enabled decides
+
+
+def split_source(entry: Any, split: str) -> SplitSource:
+    """The source of data.split_files.<split>; a malformed entry is a ConfigError naming the key."""
     if entry is None or isinstance(entry, str):
-        return entry, DEFAULT_KIND
-    if isinstance(entry, dict) and isinstance(entry.get("file"), str) and set(entry) <= {"file", "kind"}:
-        kind = entry.get("kind", DEFAULT_KIND)
+        return SplitSource(entry, DEFAULT_KIND, None)
+    if isinstance(entry, dict) and isinstance(entry.get("file"), str) and set(entry) <= ENTRY_FIELDS:
+        kind, keep_known = entry.get("kind", DEFAULT_KIND), entry.get("filter")
         if kind not in SPLIT_KINDS:
             raise ConfigError(f"data.split_files.{split}.kind={kind!r} is not one of {list(SPLIT_KINDS)}")
-        return entry["file"], kind
-    raise ConfigError(f"data.split_files.{split} must be a file, null (the pool) or {{file, kind}}; got {entry!r}")
+        if keep_known is not None and not isinstance(keep_known, bool):
+            raise ConfigError(f"data.split_files.{split}.filter={keep_known!r} must be true, false or null")
+        return SplitSource(entry["file"], kind, keep_known)
+    raise ConfigError(f"data.split_files.{split} must be a file, null (the pool) or {{file, kind, filter}}; "
+                      f"got {entry!r}")
 
 
 def check_unique_ids(cases: list[dict], source: str) -> None:
