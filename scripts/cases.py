@@ -23,31 +23,33 @@ from robustedit.stages import file_name
 
 
 def load_split(store: DataStore, data_cfg: dict, split: str) -> tuple[list[dict], str]:
-    """The split's case records (our schema, before filtering; at most data.max_cases) and their file."""
+    """The split's case records (our schema, before filtering; at most the split's max_cases, else
+    data.max_cases) and their file."""
     if split not in data_cfg["split_files"]:
         raise ConfigError(f"data.splits has {split!r} but data.split_files has no entry for it")
-    rel, kind, _ = split_source(data_cfg["split_files"][split], split)
+    rel, kind, _, own_limit = split_source(data_cfg["split_files"][split], split)
+    limit = data_cfg["max_cases"] if own_limit is None else own_limit  # None: all
     if kind == "zsre":  # standalone records: no pool to join
-        cases = [zsre_case(r, split, rel, i) for i, r in enumerate(read_records(store, rel, data_cfg))]
+        cases = [zsre_case(r, split, rel, i) for i, r in enumerate(read_records(store, rel)[:limit])]
         check_unique_ids(cases, rel)
         return cases, rel
     pool_file = data_cfg["pool_file"]
     pool = pool_index(read_json(store.path(pool_file)), pool_file)
     patil = read_json(store.path(data_cfg["patil_file"]))
     if rel is None:  # the pool itself, flattened to the split shape
-        records, rel = [pool_to_rep(pool[cid]) for cid in sorted(pool)][: data_cfg["max_cases"]], pool_file
+        records, rel = [pool_to_rep(pool[cid]) for cid in sorted(pool)], pool_file
     else:
-        records = read_records(store, rel, data_cfg)
-    cases = [join_case(r, pool, patil, split, rel, i) for i, r in enumerate(records)]
+        records = read_records(store, rel)
+    cases = [join_case(r, pool, patil, split, rel, i) for i, r in enumerate(records[:limit])]
     check_unique_ids(cases, rel)
     return cases, rel
 
 
-def read_records(store: DataStore, rel: str, data_cfg: dict) -> list:
+def read_records(store: DataStore, rel: str) -> list:
     records = read_json(store.path(rel))
     if not isinstance(records, list):
         raise RecordError(f"{rel}: expected a JSON list of records")
-    return records[: data_cfg["max_cases"]]  # None: all
+    return records
 
 
 def llm_rephrases(cfg: dict, subjects: list[str]) -> tuple[dict[str, list[str]], str, dict]:

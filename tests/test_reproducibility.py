@@ -83,8 +83,8 @@ def test_killed_rome_stage_resumes_to_the_same_edits(two_runs):
 
 # zsRE (benchmark=zsre) on the first 2 of REP's zsRE records beside run a, sharing its statistics and templates
 # (shorter passages and fewer variants: the zsre split's directories only; EREN on one case)
-ZSRE = ("benchmark=zsre data.splits=[valid,zsre] eval.report_split=zsre data.max_cases=2 data.rephrase.n=4 "
-        "data.shuffle.n=4 data.long_context.n_words=40 eren.suite.n_cases=1")
+ZSRE = ("benchmark=zsre data.splits=[valid,zsre] eval.report_split=zsre data.split_files.zsre.max_cases=2 "
+        "data.rephrase.n=4 data.shuffle.n=4 data.long_context.n_words=40 eren.suite.n_cases=1")
 
 
 def zsre_run(results):

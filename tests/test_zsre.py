@@ -19,7 +19,7 @@ from robustedit.data.zsre import zsre_case
 from robustedit.errors import ConfigError, RecordError
 from robustedit.evaluate.items import GROUPS, build_items
 from robustedit.hashing import stage_config, stage_hash
-from robustedit.manifest import sha256_file
+from robustedit.manifest import DataStore, sha256_file
 from robustedit.pipeline.tables import table1_stem
 from robustedit.stages import STAGES, per_split
 
@@ -74,12 +74,15 @@ def test_a_malformed_zsre_record_is_named_by_file_record_and_field(edit, message
 
 
 def test_split_entries_name_a_file_the_pool_or_a_file_and_its_kind():
-    assert split_source("rep/x.json", "s") == ("rep/x.json", "counterfact", None)
-    assert split_source(None, "s") == (None, "counterfact", None)
-    assert split_source({"file": "z.json", "kind": "zsre", "filter": False}, "s") == ("z.json", "zsre", False)
-    assert split_source({"file": "z.json"}, "s") == ("z.json", "counterfact", None)
+    assert split_source("rep/x.json", "s") == ("rep/x.json", "counterfact", None, None)
+    assert split_source(None, "s") == (None, "counterfact", None, None)
+    assert split_source({"file": "z.json", "kind": "zsre", "filter": False, "max_cases": 5}, "s") == (
+        "z.json", "zsre", False, 5)
+    assert split_source({"file": "z.json"}, "s") == ("z.json", "counterfact", None, None)
     with pytest.raises(ConfigError, match="data.split_files.s.filter='no' must be true, false or null"):
         split_source({"file": "z.json", "filter": "no"}, "s")
+    with pytest.raises(ConfigError, match="data.split_files.s.max_cases=0 must be a positive integer or null"):
+        split_source({"file": "z.json", "max_cases": 0}, "s")
     with pytest.raises(ConfigError, match=r"data.split_files.s.kind='qa' is not one of \['counterfact', 'zsre'\]"):
         split_source({"file": "z.json", "kind": "qa"}, "s")
     with pytest.raises(ConfigError, match=r"data.split_files.s must be a file, null \(the pool\) or \{file, kind, "):
@@ -92,7 +95,7 @@ def test_benchmark_zsre_adds_the_split_and_moves_no_other_directory():
     base, zsre = compose([]), compose(["benchmark=zsre"])
     assert zsre["data"]["splits"] == ["valid", "zsre"] and zsre["eval"]["report_split"] == "zsre"
     assert zsre["data"]["split_files"]["zsre"] == {"file": str(ZSRE.relative_to(REPO / "resources" / "data")),
-                                                  "kind": "zsre", "filter": False}
+                                                  "kind": "zsre", "filter": False, "max_cases": None}
     for split in ("valid", "test"):
         assert {s: stage_hash(zsre, s, split) for s in SPLIT_STAGES} == {s: stage_hash(base, s, split)
                                                                          for s in SPLIT_STAGES}
@@ -105,9 +108,23 @@ def test_benchmark_zsre_adds_the_split_and_moves_no_other_directory():
     assert "data.split_files.zsre.file" not in named["keys"]
     assert named["data"] == {**named["data"], "data.split_files.zsre.file": sha256_file(ZSRE)}
     assert "data.split_files.zsre.kind" not in named["data"] and "data.split_files.zsre.filter" not in named["data"]
-    for other in ("data.split_files.zsre.kind=counterfact", "data.split_files.zsre.filter=true"):
+    for other in ("data.split_files.zsre.kind=counterfact", "data.split_files.zsre.filter=true",
+                  "data.split_files.zsre.max_cases=100"):
         moved = compose(["benchmark=zsre", other])
         assert all(stage_hash(moved, s, "zsre") != stage_hash(zsre, s, "zsre") for s in SPLIT_STAGES), other
+
+
+def test_a_split_of_its_own_size_keeps_the_other_splits_and_reads_that_many_records(tmp_path):
+    base = compose(["benchmark=zsre"])
+    small = compose(["benchmark=zsre", "data.split_files.zsre.max_cases=3"])
+    assert {s: stage_hash(small, s, "valid") for s in SPLIT_STAGES} == {s: stage_hash(base, s, "valid")
+                                                                        for s in SPLIT_STAGES}
+    store = DataStore(REPO / "resources" / "data")
+    cases, source = cases_script.load_split(store, small["data"], "zsre")
+    assert [c["case_id"] for c in cases] == [r["case_id"] for r in records(3)] and source.endswith(ZSRE.name)
+    both = {**small["data"], "max_cases": 2}  # the split's own size wins over data.max_cases
+    assert len(cases_script.load_split(store, both, "zsre")[0]) == 3
+    assert len(cases_script.load_split(store, {**base["data"], "max_cases": 2}, "zsre")[0]) == 2
 
 
 def test_table1_of_another_split_never_overwrites_the_papers():
