@@ -25,9 +25,13 @@ include: "rules/tracking.smk"
 rule all:
     default_target: True
     input:
-        [stage_dir(c, "cases", s) / f"{s}.jsonl" for c in CFGS for s in c["data"]["splits"]],
-        [stage_dir(c, "eval_rome", s) / f"{s}.summary.json" for c in CFGS for s in c["data"]["splits"]],
-        [stage_dir(c, "eval_rep", s) / f"{s}.summary.json" for c in CFGS for s in c["data"]["splits"]],
+        [split_file(c, "cases", s, "cases") for c in CFGS for s in c["data"]["splits"]],
+        [
+            split_file(c, stage, s, "summary")
+            for c in CFGS
+            for s in c["data"]["splits"]
+            for stage in ("eval_rome", "eval_rep")
+        ],
         f"{TABLE1}.csv",
         f"{RESULTS}/tables/gate_threshold.csv",
         ANALYSIS_FIGURES,

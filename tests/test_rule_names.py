@@ -9,7 +9,7 @@ import pytest
 from conftest import REPO
 from robustedit.stages import STAGES, file_name, file_pattern
 
-RULE_FILES = sorted((REPO / "rules").glob("*.smk"))
+RULE_FILES = [REPO / "Snakefile", *sorted((REPO / "rules").glob("*.smk"))]
 SCRIPTS = sorted((REPO / "scripts").glob("*.py"))
 # Rules that run a script of another name: the plotting rules plot_<figure> share scripts/plot.py <figure>
 SHARED_SCRIPTS = {"plot": "plot_"}
