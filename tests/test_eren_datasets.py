@@ -3,6 +3,7 @@
 eren_eval and eren_table on stubs; a user file named by path is hashed by content; the Snakemake plan
 has an eren_eval job per configured name; malformed records are named by file, record and field."""
 import json
+import shutil
 import subprocess
 import sys
 
@@ -144,6 +145,13 @@ def test_qa_file_through_index_eval_and_table(tmp_path, where):
 def test_user_file_content_names_the_directories(tmp_path):
     cfg, path = only_mine(tmp_path, RECORDS)
     before = {s: stage_hash(cfg, s) for s in ("eren_index", "eren_eval")}
+    moved = tmp_path / "elsewhere" / "renamed.json"  # the same bytes elsewhere: the same directories
+    moved.parent.mkdir()
+    shutil.copy(path, moved)
+    renamed = compose([f"paths.results={tmp_path}/results", "eren.n_records=null", "~eren.data.cfh",
+                       "~eren.data.fever", f"paths.data={REPO}/resources/data",
+                       f"+eren.data.mine={{file:'{moved}',kind:qa}}"])
+    assert {s: stage_hash(renamed, s) for s in before} == before
     write(path, RECORDS[:3])
     after = {s: stage_hash(cfg, s) for s in ("eren_index", "eren_eval")}
     assert all(before[s] != after[s] for s in before)

@@ -79,8 +79,11 @@ def data_digests(cfg: Mapping[str, Any], stage: str, split: str | None = None) -
 
 def stage_config(cfg: Mapping[str, Any], stage: str, split: str | None = None) -> dict[str, Any]:
     """What names a stage's directory: its hashed config leaves and the sha256 of its data files (for a
-    per-split stage, of `split` or job.split: see per_split)."""
-    return {"keys": hashed_keys(cfg, stage, split), "data": data_digests(cfg, stage, split)}
+    per-split stage, of `split` or job.split: see per_split). A user's own file (eren.data's too) is named by
+    its content only, not by its path, so the same file moved reuses the directories."""
+    users = user_files(cfg, stage, split)
+    keys = {k: v for k, v in hashed_keys(cfg, stage, split).items() if k not in users}
+    return {"keys": keys, "data": data_digests(cfg, stage, split)}
 
 
 def stage_hash(cfg: Mapping[str, Any], stage: str, split: str | None = None) -> str:
