@@ -128,9 +128,9 @@ def test_a_split_of_its_own_size_keeps_the_other_splits_and_reads_that_many_reco
 
 
 def test_table1_of_another_split_never_overwrites_the_papers():
-    assert table1_stem(["test"]) == table1_stem(["test", "test"]) == "table1"
-    assert table1_stem(["zsre"]) == "table1.zsre"
-    assert table1_stem(["zsre", "test"]) == "table1.test+zsre"
+    assert table1_stem(["test"]) == table1_stem(["test", "valid"]) == table1_stem(["valid"]) == "table1"
+    assert table1_stem(["zsre"]) == table1_stem(["zsre", "test"]) == "table1.zsre"
+    assert table1_stem(["mine", "zsre"]) == "table1.mine+zsre"
 
 
 def test_benchmark_zsre_plans_its_table1_from_the_zsre_directories(tmp_path):

@@ -30,15 +30,16 @@ MINUS = " − "  # a paired-difference row's method: "ROME+REP − ROME"
 TOLERANCE = 1e-6  # percent: a summary's value and the one recomputed from its results must agree to this
 
 
-PAPER_SPLIT = "test"  # the split whose Table 1 is the papers' (results/tables/table1.csv)
+DEFAULT_SPLITS = ("valid", "test", "pool")  # the CounterFact splits conf/data/default.yaml names: tables/table1.csv
 
 
 def table1_stem(report_splits: Sequence[str]) -> str:
-    """Table 1's file name without suffix: `table1` when the runs report the test split, else
-    `table1.<split>` (e.g. `table1.zsre`, a user's `table1.mine`), so another split's table never overwrites
-    the papers'. Runs reporting different splits share one table, named by all of them."""
-    splits = sorted(set(report_splits))
-    return "table1" if splits == [PAPER_SPLIT] else "table1." + "+".join(splits)
+    """Table 1's file name without suffix: `table1` when the runs report the default CounterFact splits
+    (test, the papers'; valid in small runs), else `table1.<split>` (e.g. `table1.zsre`, a user's
+    `table1.mine`), so another split's table never overwrites the papers'. Runs reporting several other
+    splits share one table, named by all of them."""
+    other = sorted(set(report_splits) - set(DEFAULT_SPLITS))
+    return "table1" if not other else "table1." + "+".join(other)
 
 
 def rows_from(summary: dict, metric: str, aggregation: str) -> list[dict]:
