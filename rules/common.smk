@@ -66,7 +66,7 @@ TABLE1_FILES = [
     ("eren_suite", "summary", "results"),
     ("eren_suite", "score_summary", "score_results"),
 ]
-# Table 1's path without suffix: tables/table1 for the test split, tables/table1.<split> for another (zsre, yours)
+# Table 1's path without suffix: tables/table1 for the default splits, tables/table1.<split> for another (zsre, yours)
 TABLE1 = f"{RESULTS}/tables/{table1_stem([c['eval']['report_split'] for c in CFGS])}"
 
 # The gate-threshold ablation: each run again with every rep.sweep_thresholds value. Only eval_rep

@@ -11,7 +11,7 @@ from pathlib import Path
 from robustedit.data.cases import attach_perturbations, attach_rephrases
 from robustedit.data.counterfact import join_case, pool_index, pool_to_rep
 from robustedit.data.filtering import teacher_forced_exact_match
-from robustedit.data.splits import check_unique_ids, split_source
+from robustedit.data.splits import SplitSource, check_unique_ids, split_source
 from robustedit.data.zsre import zsre_case
 from robustedit.errors import ConfigError, RecordError
 from robustedit.io import read_json, write_json, write_jsonl
@@ -22,17 +22,18 @@ from robustedit.pipeline.wikitext import context_words
 from robustedit.stages import file_name
 
 
-def load_split(store: DataStore, data_cfg: dict, split: str) -> tuple[list[dict], str]:
+def load_split(store: DataStore, data_cfg: dict, split: str) -> tuple[list[dict], str, SplitSource]:
     """The split's case records (our schema, before filtering; at most the split's max_cases, else
-    data.max_cases) and their file."""
+    data.max_cases), their file and the split's entry."""
     if split not in data_cfg["split_files"]:
         raise ConfigError(f"data.splits has {split!r} but data.split_files has no entry for it")
-    rel, kind, _, own_limit = split_source(data_cfg["split_files"][split], split)
-    limit = data_cfg["max_cases"] if own_limit is None else own_limit  # None: all
-    if kind == "zsre":  # standalone records: no pool to join
+    entry = split_source(data_cfg["split_files"][split], split)
+    rel = entry.file
+    limit = data_cfg["max_cases"] if entry.max_cases is None else entry.max_cases  # None: all
+    if entry.kind == "zsre":  # standalone records: no pool to join
         cases = [zsre_case(r, split, rel, i) for i, r in enumerate(read_records(store, rel)[:limit])]
         check_unique_ids(cases, rel)
-        return cases, rel
+        return cases, rel, entry
     pool_file = data_cfg["pool_file"]
     pool = pool_index(read_json(store.path(pool_file)), pool_file)
     patil = read_json(store.path(data_cfg["patil_file"]))
@@ -42,7 +43,7 @@ def load_split(store: DataStore, data_cfg: dict, split: str) -> tuple[list[dict]
         records = read_records(store, rel)
     cases = [join_case(r, pool, patil, split, rel, i) for i, r in enumerate(records[:limit])]
     check_unique_ids(cases, rel)
-    return cases, rel
+    return cases, rel, entry
 
 
 def read_records(store: DataStore, rel: str) -> list:
@@ -65,8 +66,7 @@ def main(cfg: dict, out_dir: Path) -> None:
     if split not in data_cfg["splits"]:
         raise ConfigError(f"job.split={split!r} is not one of data.splits={data_cfg['splits']}")
     store = DataStore(cfg["paths"]["data"])
-    cases, source = load_split(store, data_cfg, split)
-    entry = split_source(data_cfg["split_files"][split], split)
+    cases, source, entry = load_split(store, data_cfg, split)
     stats: dict = {"split": split, "source": source, "kind": entry.kind, "n_records": len(cases)}
 
     lm = load_model(model_dir(cfg), cfg["model"], cfg["hardware"]["device"], cfg["hardware"]["dtype"])

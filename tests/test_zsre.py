@@ -120,7 +120,8 @@ def test_a_split_of_its_own_size_keeps_the_other_splits_and_reads_that_many_reco
     assert {s: stage_hash(small, s, "valid") for s in SPLIT_STAGES} == {s: stage_hash(base, s, "valid")
                                                                         for s in SPLIT_STAGES}
     store = DataStore(REPO / "resources" / "data")
-    cases, source = cases_script.load_split(store, small["data"], "zsre")
+    cases, source, entry = cases_script.load_split(store, small["data"], "zsre")
+    assert (entry.kind, entry.max_cases) == ("zsre", 3)
     assert [c["case_id"] for c in cases] == [r["case_id"] for r in records(3)] and source.endswith(ZSRE.name)
     both = {**small["data"], "max_cases": 2}  # the split's own size wins over data.max_cases
     assert len(cases_script.load_split(store, both, "zsre")[0]) == 3
