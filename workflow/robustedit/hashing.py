@@ -68,11 +68,12 @@ def user_files(cfg: Mapping[str, Any], stage: str, split: str | None = None) -> 
     return out
 
 
-def data_digests(cfg: Mapping[str, Any], stage: str, split: str | None = None) -> dict[str, str]:
+def data_digests(cfg: Mapping[str, Any], stage: str, split: str | None = None,
+                 users: dict[str, Path] | None = None) -> dict[str, str]:
     """Dotted key -> sha256 of the data file it names (content, not path): from paths.data's MANIFEST.json,
-    or computed for a user file."""
+    or computed for a user file (`users`: the stage's user_files, when the caller has them)."""
     manifest = manifest_of(lookup(cfg, "paths.data"))
-    users = user_files(cfg, stage, split)
+    users = user_files(cfg, stage, split) if users is None else users
     return {key: sha256_user_file(users[key]) if key in users else manifest[rel]["sha256"]
             for key, rel in data_files(cfg, stage, split).items()}
 
@@ -83,7 +84,7 @@ def stage_config(cfg: Mapping[str, Any], stage: str, split: str | None = None) -
     its content only, not by its path, so the same file moved reuses the directories."""
     users = user_files(cfg, stage, split)
     keys = {k: v for k, v in hashed_keys(cfg, stage, split).items() if k not in users}
-    return {"keys": keys, "data": data_digests(cfg, stage, split)}
+    return {"keys": keys, "data": data_digests(cfg, stage, split, users)}
 
 
 def stage_hash(cfg: Mapping[str, Any], stage: str, split: str | None = None) -> str:
