@@ -1,4 +1,5 @@
-"""Named, versioned editing metrics computed from teacher-forced token scores with explicit masks.
+"""Named, versioned editing metrics: teacher-forced ones from token scores with explicit masks, and
+generation ones from a greedy continuation (evaluate/generation.py).
 
 The three "success" conventions of the literature are kept apart and labelled (they are not comparable):
 
@@ -7,7 +8,16 @@ The three "success" conventions of the literature are kept apart and labelled (t
     prob_compare@1       ROME/CounterFact: P(target) > P(alternative), P = exp(-mean token NLL)
     locality_agreement@1 REP/EasyEdit locality: mean over target tokens of [argmax == unedited argmax]
 
-Every metric maps N items to N values in [0, 1]. Aggregations turn per-case lists of item values into
+Generation protocol (each metric's `protocol` is "generation"; the others' is "teacher_forced"):
+
+    generation_match@1     the normalised target's words are the first words of the normalised continuation
+    generation_span@1      ... or occur as a whole-word span anywhere in it
+    generation_unchanged@1 the continuation's token ids equal the unedited model's continuation
+
+Normalisation is robustedit.answer_text.normalize_answer (SQuAD's, also EREN's). A target that
+normalises to nothing (e.g. "The") never matches.
+
+Every teacher-forced metric maps N items to N values in [0, 1]. Aggregations turn per-case lists of item values into
 one percentage: `micro` (Σ values / Σ items × 100, the REP paper's tables) and `case_mean` (mean over
 cases of the per-case mean × 100, EasyEdit's and ROME's summaries). A metric's key is `name@version`;
 a change of definition gets a new version, never a silent redefinition.
@@ -19,6 +29,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from .answer_text import contains_span, normalize_answer
 from .errors import ConfigError
 
 
@@ -115,6 +126,7 @@ class Metric:
     description: str
     fn: Callable[..., torch.Tensor]
     needs: frozenset[str] = field(default_factory=frozenset)  # extra inputs: "alternative", "reference_argmax"
+    protocol = "teacher_forced"
 
     @property
     def key(self) -> str:
@@ -129,10 +141,56 @@ class Metric:
         return self.fn(scores, **{k: v for k, v in given.items() if k in self.needs})
 
 
-METRICS: dict[str, Metric] = {}
+@dataclass(frozen=True)
+class Continuation:
+    """What greedy generation produced after a prompt: the new token ids and their decoded text."""
+    ids: tuple[int, ...]
+    text: str
 
 
-def register(metric: Metric) -> Metric:
+def _words(text: str) -> list[str]:
+    return normalize_answer(text).split()
+
+
+def generation_match(gen: Continuation, *, target: str, **_) -> float:
+    want = _words(target)
+    return float(bool(want) and _words(gen.text)[:len(want)] == want)
+
+
+def generation_span(gen: Continuation, *, target: str, **_) -> float:
+    want = _words(target)
+    return float(bool(want) and contains_span(_words(gen.text), want))
+
+
+def generation_unchanged(gen: Continuation, *, reference: Continuation, **_) -> float:
+    return float(tuple(gen.ids) == tuple(reference.ids))
+
+
+@dataclass(frozen=True)
+class GenerationMetric:
+    name: str
+    version: int
+    description: str
+    fn: Callable[..., float]
+    protocol = "generation"
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    def __call__(self, gen: Continuation, *, target: str, reference: Continuation) -> float:
+        return self.fn(gen, target=target, reference=reference)
+
+
+METRICS: dict[str, Metric | GenerationMetric] = {}
+
+
+def metrics_of(protocol: str) -> dict[str, Metric | GenerationMetric]:
+    """The registered metrics of one protocol ("teacher_forced" or "generation"), by key."""
+    return {k: m for k, m in METRICS.items() if m.protocol == protocol}
+
+
+def register(metric: Metric | GenerationMetric) -> Metric | GenerationMetric:
     if metric.key in METRICS:
         raise ConfigError(f"metric {metric.key} is already registered")
     METRICS[metric.key] = metric
@@ -145,6 +203,12 @@ register(Metric("prob_compare", 1, "ROME: P(target) > P(alternative), P = exp(-m
                 frozenset({"alternative"})))
 register(Metric("locality_agreement", 1, "mean over target tokens of [argmax == unedited model's argmax]",
                 locality_agreement, frozenset({"reference_argmax"})))
+register(GenerationMetric("generation_match", 1, "the normalised target begins the greedy continuation",
+                          generation_match))
+register(GenerationMetric("generation_span", 1, "the normalised target is a whole-word span of the continuation",
+                          generation_span))
+register(GenerationMetric("generation_unchanged", 1, "the continuation's tokens equal the unedited model's",
+                          generation_unchanged))
 
 
 def get_metric(name: str) -> Metric:

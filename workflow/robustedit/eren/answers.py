@@ -2,7 +2,7 @@
 
 EREN's repository ships no scoring script; these rules are ours and are stated exactly here:
 
-- `normalize_answer` is SQuAD's: lowercase, drop ASCII punctuation, drop the articles a/an/the
+- `normalize_answer` (robustedit.answer_text, shared with the generation metrics) is SQuAD's: lowercase, drop ASCII punctuation, drop the articles a/an/the
   (as whole words), collapse whitespace.
 - `answer_matches(prediction, golds)` is true when some gold answer (or alias) normalises to a
   non-empty string G and the normalised prediction P either equals G or contains G as a whole-word
@@ -17,27 +17,15 @@ EREN's repository ships no scoring script; these rules are ours and are stated e
 """
 from __future__ import annotations
 
-import re
 import string
 from typing import Iterable
 
-_PUNCT = set(string.punctuation)
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
+from ..answer_text import contains_span, normalize_answer
+
 UNANSWERABLE = "unanswerable"
 IMPOSSIBLE_TO_SAY = "It's impossible to say"
-
-
-def normalize_answer(text: str) -> str:
-    """SQuAD normalisation: lowercase, remove punctuation, remove articles, collapse whitespace."""
-    text = text.lower()
-    text = "".join(ch for ch in text if ch not in _PUNCT)
-    text = _ARTICLES.sub(" ", text)
-    return " ".join(text.split())
-
-
-def _contains_span(haystack: list[str], needle: list[str]) -> bool:
-    n = len(needle)
-    return any(haystack[i:i + n] == needle for i in range(len(haystack) - n + 1))
+__all__ = ["normalize_answer", "answer_matches", "fever_label", "is_unanswerable", "is_impossible_to_say",
+           "same_output", "UNANSWERABLE", "IMPOSSIBLE_TO_SAY"]
 
 
 def answer_matches(prediction: str, golds: str | Iterable[str]) -> bool:
@@ -50,7 +38,7 @@ def answer_matches(prediction: str, golds: str | Iterable[str]) -> bool:
     pred = normalize_answer(prediction).split()
     for gold in golds:
         g = normalize_answer(gold).split()
-        if g and _contains_span(pred, g):
+        if g and contains_span(pred, g):
             return True
     return False
 

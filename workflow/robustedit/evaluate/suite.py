@@ -19,7 +19,7 @@ import torch
 
 from ..edits import EditBatch, NoEdit, RankOneEditBatch
 from ..errors import ConfigError, RecordError
-from ..metrics import METRICS, TokenScores, aggregate, get_metric
+from ..metrics import TokenScores, aggregate, get_metric, metrics_of
 from .encoding import ItemScore, encode_item
 from .items import GROUPS, build_items
 from .scoring import score_items
@@ -79,7 +79,7 @@ def _pre_from_results(previous: Sequence[dict], cases: Sequence[dict], items_per
 
 def _metric_values(target: TokenScores, alternative: TokenScores | None, reference: torch.Tensor) -> dict:
     values = {}
-    for key, metric in METRICS.items():
+    for key, metric in metrics_of("teacher_forced").items():
         if "alternative" in metric.needs and alternative is None:
             continue
         values[key] = metric(target, alternative=alternative, reference_argmax=reference).tolist()

@@ -1,0 +1,183 @@
+"""Greedy generation with per-row edits: the generation protocol beside teacher forcing.
+
+    spec = GenerationSpec()                                   # target tokens + 4 new tokens, stop at "\\n" / ". "
+    per_case = generate_cases(model, tok, arch, cases, edits, batch_size=32, device="cpu", spec=spec)
+    table = summarise(per_case, metric="generation_match", locality_metric="generation_unchanged")
+
+Each batch is left-padded (position ids skip the pads) and decoded with a KV cache, one new token per
+forward. With `row_context` (an EditBatch's `for_rows`), every forward, the prompt's and each new
+token's, runs with row r edited by its own case, so a rank-one delta or a REP adaptor acts at every
+generated position exactly as it would with the edit written into the weights (tests prove the two
+generate the same tokens). Rows leave the batch as they finish: their cache rows are dropped.
+
+Stop rule (recorded in every result): a row ends at an end-of-sequence token (not kept), after
+`len(target_ids) + spec.margin` new tokens, or once its decoded continuation contains one of
+`spec.stop_strings`; the continuation is every token generated before that (the stop string kept,
+so "St. Louis" survives a stop at ". "). The unedited continuation of every item is generated once:
+it is the "pre" phase and the reference of `generation_unchanged@1`.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass
+from typing import Callable, ContextManager, Sequence
+
+import torch
+
+from ..batching import pad_id_of
+from ..errors import ConfigError, RecordError
+from ..metrics import Continuation, metrics_of
+from ..tokens import target_token_ids
+from .items import build_items
+from .suite import as_edit_batch
+
+
+@dataclass(frozen=True)
+class GenerationSpec:
+    margin: int = 4  # new tokens beyond the target's length: room for the span match and a sentence end
+    stop_strings: tuple[str, ...] = ("\n", ". ")  # a line break or a sentence end stops a row
+
+    def __post_init__(self):
+        if self.margin < 0:
+            raise ConfigError(f"generation margin must be >= 0, got {self.margin}")
+        if any(not s for s in self.stop_strings):
+            raise ConfigError("generation stop_strings must be non-empty strings")
+
+
+def eos_ids_of(model) -> set[int]:
+    """The end-of-sequence ids in the model's generation config (int, list or None)."""
+    eos = model.generation_config.eos_token_id
+    if eos is None:
+        return set()
+    return {int(eos)} if isinstance(eos, int) else {int(e) for e in eos}
+
+
+def _left_pad(rows: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r):] = torch.as_tensor(list(r), dtype=torch.long)
+        mask[i, width - len(r):] = 1
+    return ids.to(device), mask.to(device)
+
+
+@torch.no_grad()
+def _generate_batch(model, prompts: Sequence[Sequence[int]], budgets: Sequence[int], device, pad_id: int,
+                    eos: set[int], stopped: Callable[[list[int]], bool],
+                    row_context: Callable[[torch.Tensor], ContextManager] | None,
+                    row_case: torch.Tensor) -> list[list[int]]:
+    ids, mask = _left_pad(prompts, pad_id, device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    out: list[list[int]] = [[] for _ in prompts]
+    active = torch.arange(len(prompts), device=device)  # batch rows still generating
+    cache, step_ids, step_pos = None, ids, positions
+    while len(active):
+        with row_context(row_case[active]) if row_context is not None else contextlib.nullcontext():
+            res = model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos,
+                        past_key_values=cache, use_cache=True)
+        cache, nxt = res.past_key_values, res.logits[:, -1].argmax(-1)
+        keep = []
+        for k, (row, token) in enumerate(zip(active.tolist(), nxt.tolist())):
+            if token in eos:
+                continue
+            out[row].append(token)
+            if len(out[row]) < budgets[row] and not stopped(out[row]):
+                keep.append(k)
+        if not keep:
+            break
+        sel = torch.as_tensor(keep, device=device)
+        if len(keep) < len(active):
+            cache.batch_select_indices(sel)
+        active, step_pos = active[sel], step_pos[sel][:, -1:] + 1
+        mask = torch.cat([mask[sel], torch.ones(len(keep), 1, dtype=mask.dtype, device=device)], dim=1)
+        step_ids = nxt[sel][:, None]
+    return out
+
+
+def generate_rows(model, prompts: Sequence[Sequence[int]], budgets: Sequence[int], batch_size: int, device, *,
+                  pad_id: int, eos: set[int], stopped: Callable[[list[int]], bool] = lambda ids: False,
+                  row_context: Callable[[torch.Tensor], ContextManager] | None = None,
+                  row_case: Sequence[int] | None = None) -> list[list[int]]:
+    """Greedy new token ids per prompt (input order), at most budgets[i] each, cut before an eos.
+    row_context(case_index_per_row) is entered around every forward (an EditBatch's `for_rows`)."""
+    if batch_size < 1:
+        raise ConfigError(f"generation batch_size must be >= 1, got {batch_size}")
+    if any(b < 1 for b in budgets) or any(not p for p in prompts):
+        raise ConfigError("every generated row needs a non-empty prompt and a budget >= 1")
+    cases = torch.as_tensor(list(row_case) if row_case is not None else [0] * len(prompts), dtype=torch.long)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths share a batch
+    out: list[list[int]] = [[] for _ in prompts]
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        new = _generate_batch(model, [prompts[i] for i in idx], [budgets[i] for i in idx], device, pad_id, eos,
+                              stopped, row_context, cases[idx].to(device))
+        for i, row in zip(idx, new):
+            out[i] = row
+    return out
+
+
+def _stop_rule(tok, spec: GenerationSpec) -> Callable[[list[int]], bool]:
+    def stopped(ids: list[int]) -> bool:
+        text = tok.decode(ids, skip_special_tokens=True)
+        return any(s in text for s in spec.stop_strings)
+    return stopped
+
+
+def generation_rows(tok, cases: Sequence[dict], spec: GenerationSpec, long_id_passages: int | None = None) -> list:
+    """Per item of every case, in order: (case index, Item, prompt ids, new-token budget)."""
+    rows = []
+    for ci, case in enumerate(cases):
+        for j, it in enumerate(build_items(case, long_id_passages)):
+            where = f"case_id {case['case_id']} ({it.group} item {j}): "
+            prompt_ids = list(tok(it.prompt)["input_ids"])
+            if not prompt_ids:
+                raise RecordError(f"{where}prompt {it.prompt!r} has no tokens")
+            n_target = len(target_token_ids(tok, it.prompt, it.target, mode="clean", where=where))
+            rows.append((ci, it, prompt_ids, n_target + spec.margin))
+    return rows
+
+
+def generate_cases(model, tok, arch, cases: Sequence[dict], edits, batch_size: int, device,
+                   spec: GenerationSpec = GenerationSpec(), *, long_id_passages: int | None = None,
+                   pre_from: Sequence[dict] | None = None) -> list[dict]:
+    """Per case {"case_id", "items"}; per item: group, prompt, target, the edited continuation
+    (text, ids), one value per generation metric, and the same under "pre" for the unedited model.
+    edits: as evaluate_cases (an EditBatch, one RankOneEdit/None per case, or None).
+    pre_from: an earlier generate_cases result on the same cases, whose unedited continuations are reused."""
+    edit_batch = as_edit_batch(model, arch, edits, len(cases), device)
+    rows = generation_rows(tok, cases, spec, long_id_passages)
+    prompts, budgets = [r[2] for r in rows], [r[3] for r in rows]
+    recorded = {**asdict(spec), "stop_strings": list(spec.stop_strings)}  # as it reads back from JSON
+    common = dict(pad_id=pad_id_of(tok), eos=eos_ids_of(model), stopped=_stop_rule(tok, spec))
+    if pre_from is not None:
+        pre_ids = _pre_ids(pre_from, cases, rows, recorded)
+    else:
+        pre_ids = generate_rows(model, prompts, budgets, batch_size, device, **common)
+    post_ids = generate_rows(model, prompts, budgets, batch_size, device, row_context=edit_batch.for_rows,
+                             row_case=[r[0] for r in rows], **common)
+    per_case = [{"case_id": c["case_id"], "generation": recorded, "items": []} for c in cases]
+    for (ci, it, _, _), pre, post in zip(rows, pre_ids, post_ids):
+        ref = Continuation(tuple(pre), tok.decode(pre, skip_special_tokens=True))
+        gen = Continuation(tuple(post), tok.decode(post, skip_special_tokens=True))
+        rec = {"group": it.group, "prompt": it.prompt, "target": it.target, **_phase(gen, it.target, ref),
+               "pre": _phase(ref, it.target, ref)}
+        per_case[ci]["items"].append(rec)
+    return per_case
+
+
+def _phase(gen: Continuation, target: str, reference: Continuation) -> dict:
+    rec = {"continuation": gen.text, "continuation_ids": list(gen.ids)}
+    rec.update({key: m(gen, target=target, reference=reference) for key, m in metrics_of("generation").items()})
+    return rec
+
+
+def _pre_ids(previous: Sequence[dict], cases: Sequence[dict], rows, recorded: dict) -> list[list[int]]:
+    if [p["case_id"] for p in previous] != [c["case_id"] for c in cases]:
+        raise ConfigError("pre_from holds other cases than the ones generated for")
+    if any(p["generation"] != recorded for p in previous):
+        raise ConfigError(f"pre_from was generated with another stop rule than {recorded}")
+    flat = [item for p in previous for item in p["items"]]
+    if [(i["prompt"], i["target"]) for i in flat] != [(r[1].prompt, r[1].target) for r in rows]:
+        raise ConfigError("pre_from items differ from this run's (prompt, target) pairs")
+    return [list(i["pre"]["continuation_ids"]) for i in flat]
