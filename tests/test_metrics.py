@@ -89,7 +89,8 @@ def test_micro_and_case_mean_on_unbalanced_cases():
 
 
 def test_registry_names_are_versioned_and_unambiguous():
-    assert set(METRICS) == {"exact_match@1", "token_mean_acc@1", "prob_compare@1", "locality_agreement@1"}
+    assert set(METRICS) == {"exact_match@1", "token_mean_acc@1", "prob_compare@1", "locality_agreement@1",
+                            "generation_match@1", "generation_span@1", "generation_unchanged@1"}
     assert get_metric("exact_match") is METRICS["exact_match@1"]
     assert get_metric("exact_match@1").key == "exact_match@1"
     with pytest.raises(ConfigError, match="unknown metric"):

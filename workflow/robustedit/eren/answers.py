@@ -2,7 +2,8 @@
 
 EREN's repository ships no scoring script; these rules are ours and are stated exactly here:
 
-- `normalize_answer` (robustedit.answer_text, shared with the generation metrics) is SQuAD's: lowercase, drop ASCII punctuation, drop the articles a/an/the
+- `normalize_answer` (robustedit.answer_text, shared with the generation metrics) is SQuAD's:
+  lowercase, drop ASCII punctuation, drop the articles a/an/the
   (as whole words), collapse whitespace.
 - `answer_matches(prediction, golds)` is true when some gold answer (or alias) normalises to a
   non-empty string G and the normalised prediction P either equals G or contains G as a whole-word
