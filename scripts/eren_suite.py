@@ -33,8 +33,9 @@ from robustedit.pipeline.eren import load_encoder_from, load_reader_from
 from robustedit.stages import file_name
 
 # Table 1 looks summaries up by metric name (scripts/table1.py: exact_match unless --metric says
-# otherwise). EREN has one generation-based scorer, filed under each of them; the block's `metric` names it.
-TABLE_METRICS = ("exact_match", "token_mean_acc", "prob_compare")
+# otherwise, generation_match for the generation protocol). EREN has one generation-based scorer, filed under
+# each of them; the block's `metric` names it, so Table 1 lists EREN under the generation protocol only.
+TABLE_METRICS = ("exact_match", "token_mean_acc", "prob_compare", "generation_match")
 
 
 # method -> its files of the stage (robustedit.stages): EREN's are the ones Table 1 reads as the EREN row

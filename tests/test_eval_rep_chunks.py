@@ -117,3 +117,28 @@ def test_chunk_size_follows_the_byte_budget():
     assert eval_rep_script.chunk_cases_for([state], budget=1) == 1 and eval_rep_script.chunk_cases_for([]) is None
     assert [list(r) for r in evaluate.case_chunks(5, 2)] == [[0, 1], [2, 3], [4]]
     assert [list(r) for r in evaluate.case_chunks(3, None)] == [[0, 1, 2]]
+
+
+def test_chunked_generation_equals_unchunked_and_merges_both_protocols(rep_setup):
+    """On a split eval.generation lists, every item carries both protocols' fields; the continuations do not
+    depend on the chunking, and eval_rep's run reuses the unedited continuations of eval_rome's."""
+    lm, cases, edits, paths = rep_setup
+    gen_cfg = {"enabled": True, "splits": ["test"], "margin": 2, "stop_strings": ["\n"]}
+    assert evaluate.generation_spec({"generation": gen_cfg}, "valid") is None  # valid: teacher forcing alone
+    assert evaluate.generation_spec({"generation": {**gen_cfg, "enabled": False}}, "test") is None
+    spec = evaluate.generation_spec({"generation": gen_cfg}, "test")
+    rome = evaluate.evaluate_in_chunks(lm, cases, edits, "cpu", 4, EVAL, spec=spec)
+    make, _ = eval_rep_script.rep_edit_batch_fn(stage_cfg(), paths[False])
+    whole = evaluate.evaluate_in_chunks(lm, cases, edits, "cpu", 4, EVAL, make, rome, None, spec)
+    one = evaluate.evaluate_in_chunks(lm, cases, edits, "cpu", 4, EVAL, make, rome, 1, spec)
+    keys = ("continuation_ids", "generation_match@1", "generation_unchanged@1", "exact_match@1")
+    assert [[{k: it[k] for k in keys} for it in c["items"]] for c in one] == \
+           [[{k: it[k] for k in keys} for it in c["items"]] for c in whole]
+    for c_rome, c_rep in zip(rome, whole):
+        assert c_rep["generation"] == {"margin": 2, "stop_strings": ["\n"]}
+        for a, b in zip(c_rome["items"], c_rep["items"]):
+            assert a["pre"]["continuation_ids"] == b["pre"]["continuation_ids"]
+    blocks = evaluate.summaries(whole)
+    assert blocks["post/generation_match/micro"]["locality_metric"] == "generation_unchanged@1"
+    assert "post/exact_match/micro" in blocks and "post/generation_match/micro" not in evaluate.summaries(
+        evaluate.evaluate_in_chunks(lm, cases, edits, "cpu", 4, EVAL))

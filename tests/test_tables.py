@@ -31,8 +31,11 @@ def results(n_cases, hit, pre_hit=lambda ci, j: 0.0, n_items=lambda ci, group: 2
         items = []
         for group in GROUPS:
             for j in range(n_items(ci, group)):
-                post = {"exact_match@1": hit(ci, j), "locality_agreement@1": 1.0 if group == "locality" else 0.5}
-                pre = {"exact_match@1": pre_hit(ci, j), "locality_agreement@1": 1.0}
+                post = {"exact_match@1": hit(ci, j), "locality_agreement@1": 1.0 if group == "locality" else 0.5,
+                        # the generation protocol: only item 0 of a hit generates its target
+                        "generation_match@1": hit(ci, j) * (j == 0), "generation_unchanged@1": float(j == 0)}
+                pre = {"exact_match@1": pre_hit(ci, j), "locality_agreement@1": 1.0,
+                       "generation_match@1": pre_hit(ci, j), "generation_unchanged@1": 1.0}
                 items.append({"group": group, "prompt": f"p{ci}.{j}", "target": "t", **post, "pre": pre})
         out.append({"case_id": 100 + ci, "items": items})
     return out
@@ -41,6 +44,9 @@ def results(n_cases, hit, pre_hit=lambda ci, j: 0.0, n_items=lambda ci, group: 2
 def eval_summary(method, per_case, include_unedited=True, split="valid", model="m"):
     blocks = {f"{stage}/exact_match/{agg}": summarise(per_case, "exact_match", agg, stage=stage)
               for stage in ("pre", "post") for agg in ("micro", "case_mean")}
+    blocks.update({f"{stage}/generation_match/{agg}": summarise(per_case, "generation_match", agg, stage=stage,
+                                                                locality_metric="generation_unchanged")
+                   for stage in ("pre", "post") for agg in ("micro", "case_mean")})
     return {"method": method, "model": model, "split": split, "include_unedited": include_unedited,
             "summaries": blocks}
 
@@ -57,8 +63,9 @@ def eren_results(case_ids, correct):
                 else:
                     it["unchanged"] = j == 0
                 items.append(it)
-    blocks = {f"{stage}/exact_match/{agg}": suite_summary(items, agg, unedited=stage == "pre")
-              for stage in ("pre", "post") for agg in ("micro", "case_mean")}
+    blocks = {f"{stage}/{metric}/{agg}": suite_summary(items, agg, unedited=stage == "pre")
+              for stage in ("pre", "post") for agg in ("micro", "case_mean")
+              for metric in ("exact_match", "generation_match")}
     return per_case_items(items), {"method": "EREN", "model": "m", "split": "valid", "include_unedited": False,
                                    "summaries": blocks}
 
@@ -95,9 +102,10 @@ def table1(tmp_path):
     for case in rep:  # REP: the same as ROME except rephrase_id, all hits
         for item, base in zip(case["items"], next(c for c in rome if c["case_id"] == case["case_id"])["items"]):
             if item["group"] != "rephrase_id":
-                item.update({k: base[k] for k in ("exact_match@1", "locality_agreement@1", "pre")})
+                item.update({k: base[k] for k in ("exact_match@1", "locality_agreement@1", "generation_match@1",
+                                                  "generation_unchanged@1", "pre")})
             else:
-                item["exact_match@1"] = 1.0
+                item["exact_match@1"] = item["generation_match@1"] = 1.0
     eren_cases, eren_sum = eren_results([100 + ci for ci in range(0, 12, 3)] + [104, 105, 107, 108],
                                         correct=lambda cid, j: cid % 2)
     paths = [save(tmp_path, "rome", eval_summary("ROME", rome), rome),
@@ -113,24 +121,35 @@ def table1(tmp_path):
 def test_table1_has_intervals_and_paired_differences_to_rome(table1):
     rows, md, out = table1
     assert out.read_text().splitlines()[0].split(",") == TABLE1_CSV
-    assert [r["method"] for r in rows] == ["Unedited", "ROME", "ROME+REP", "ROME+REP − ROME", "EREN", "EREN − ROME"]
-    assert [r["n_cases"] for r in rows] == ["12", "12", "12", "12", "8", "8"]  # EREN: paired on its 8 cases
-    by = {r["method"]: r for r in rows}
+    tf, gen = "teacher_forced", "generation"
+    assert [(r["method"], r["protocol"]) for r in rows] == [
+        ("Unedited", tf), ("ROME", tf), ("ROME+REP", tf), ("ROME+REP − ROME", tf),  # EREN is not teacher-forced
+        ("Unedited", gen), ("ROME", gen), ("ROME+REP", gen), ("ROME+REP − ROME", gen), ("EREN", gen),
+        ("EREN − ROME", gen)]
+    assert [r["n_cases"] for r in rows] == ["12"] * 8 + ["8", "8"]  # EREN: paired on its 8 cases
+    by = {(r["method"], r["protocol"]): r for r in rows}
     for r in rows:
         for col in METRIC_COLUMNS:
             if r[col] == "":
                 assert r[f"{col}_lo"] == r[f"{col}_hi"] == ""  # no items (shuffle_id ...): no interval
             else:
                 assert float(r[f"{col}_lo"]) <= float(r[col]) <= float(r[f"{col}_hi"]), (r["method"], col)
-    assert by["Unedited"]["success"] == "25" and by["ROME"]["success"] == "33.3333"  # pre values, then post
-    assert float(by["ROME"]["success_lo"]) < float(by["ROME"]["success_hi"])
-    diff = by["ROME+REP − ROME"]
+    assert by["Unedited", tf]["success"] == "25" and by["ROME", tf]["success"] == "33.3333"  # pre values, then post
+    assert float(by["ROME", tf]["success_lo"]) < float(by["ROME", tf]["success_hi"])
+    # item 1 of each group never generates its target: half of the teacher-forced hits
+    half = pytest.approx(100 / 6, abs=1e-4)
+    assert float(by["ROME", gen]["success"]) == float(by["ROME", gen]["rephrase_id"]) == half
+    assert by["ROME", gen]["locality"] == "50" and by["ROME", gen]["metric"] == \
+        "generation_match@1+generation_unchanged@1"
+    diff = by["ROME+REP − ROME", tf]
     assert float(diff["rephrase_id"]) == pytest.approx(100 - 100 / 3) and 0 < float(diff["rephrase_id_lo"]) < 66
     assert 66.7 < float(diff["rephrase_id_hi"]) < 100.0
     assert diff["success"] == diff["success_lo"] == diff["success_hi"] == "0"  # the same on every case
-    assert by["EREN − ROME"]["metric"] == "eren_answer_match@1+eren_output_unchanged@1 − " \
-                                          "exact_match@1+locality_agreement@1"
-    assert "| m | ROME | 12 | 33.3 [" in md and "| ROME+REP − ROME | 12 | 0.0 [0.0, 0.0] |" in md
+    assert float(by["ROME+REP − ROME", gen]["rephrase_id"]) == pytest.approx(100 - 100 / 6, abs=1e-4)
+    assert by["EREN − ROME", gen]["metric"] == "eren_answer_match@1+eren_output_unchanged@1 − " \
+                                               "generation_match@1+generation_unchanged@1"
+    assert "| m | ROME | teacher_forced | 12 | 33.3 [" in md
+    assert "| ROME+REP − ROME | teacher_forced | 12 | 0.0 [0.0, 0.0] |" in md
     assert "case-level percentile bootstrap (2000 resamples" in md
 
 

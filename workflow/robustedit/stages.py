@@ -68,8 +68,10 @@ STAGES: dict[str, Stage] = {
     "rome": Stage(("rome", "model.layer", *LOADS_MODEL), ("cases", "stats", "templates"),
                   files={"edits": "{split}.edits.pt", "diagnostics": "{split}.rome.jsonl",
                          "partial": "{split}.edits.partial"}),
-    # teacher-forced evaluation of the ROME edits (and of the unedited model)
-    "eval_rome": Stage(("eval.max_length", "eval.long_id_passages", *LOADS_MODEL, *BATCHES), ("rome",),
+    # teacher-forced (and, with eval.generation.enabled, generation) evaluation of the ROME edits and of the
+    # unedited model
+    "eval_rome": Stage(("eval.max_length", "eval.long_id_passages", "eval.generation", *LOADS_MODEL, *BATCHES),
+                       ("rome",),
                        files=EVALUATED),
     # one REP adaptor per case, trained on ROME's u; not rep.gate_threshold, which only evaluation applies
     # (the gate's negative snippets are drawn from data.long_context's corpus; whitened objectives read stats)
@@ -79,7 +81,7 @@ STAGES: dict[str, Stage] = {
                         "partial": "{split}.adaptors.partial"}),
     # ROME+REP evaluation: the gate threshold, the test-time dropout (seeded) and the method's label
     "eval_rep": Stage(("seed", "rep.name", "rep.adaptor.eval_dropout", "rep.gate_threshold", "eval.max_length",
-                       "eval.long_id_passages", *LOADS_MODEL, *BATCHES), ("rep", "eval_rome"),
+                       "eval.long_id_passages", "eval.generation", *LOADS_MODEL, *BATCHES), ("rep", "eval_rome"),
                       files=EVALUATED),
     # REP key diagnostics: each evaluated key's transfer ratio uᵀa / uᵀk* before and after its case's adaptor,
     # joined with eval_rome's and eval_rep's per-item exact match (the gate threshold is eval_rep's), and the

@@ -175,9 +175,26 @@ def _phase(gen: Continuation, target: str, reference: Continuation) -> dict:
 def _pre_ids(previous: Sequence[dict], cases: Sequence[dict], rows, recorded: dict) -> list[list[int]]:
     if [p["case_id"] for p in previous] != [c["case_id"] for c in cases]:
         raise ConfigError("pre_from holds other cases than the ones generated for")
-    if any(p["generation"] != recorded for p in previous):
+    if any(p.get("generation") != recorded for p in previous):
         raise ConfigError(f"pre_from was generated with another stop rule than {recorded}")
     flat = [item for p in previous for item in p["items"]]
     if [(i["prompt"], i["target"]) for i in flat] != [(r[1].prompt, r[1].target) for r in rows]:
         raise ConfigError("pre_from items differ from this run's (prompt, target) pairs")
     return [list(i["pre"]["continuation_ids"]) for i in flat]
+
+
+def merge_protocols(scored: Sequence[dict], generated: Sequence[dict]) -> list[dict]:
+    """evaluate_cases' records with generate_cases' fields added to each item (and its "pre"), so that one
+    results file holds both protocols and `summarise` reads either by metric key."""
+    out = []
+    for tf, gen in zip(scored, generated, strict=True):
+        if tf["case_id"] != gen["case_id"] or len(tf["items"]) != len(gen["items"]):
+            raise ConfigError(f"case_id {tf['case_id']}: the two protocols scored different items")
+        items = []
+        for a, b in zip(tf["items"], gen["items"]):
+            if (a["prompt"], a["target"]) != (b["prompt"], b["target"]):
+                raise ConfigError(f"case_id {tf['case_id']}: item {a['prompt']!r} differs between the protocols")
+            extra = {k: v for k, v in b.items() if k not in ("group", "prompt", "target", "pre")}
+            items.append({**a, **extra, "pre": {**a["pre"], **b["pre"]}})
+        out.append({**tf, "generation": gen["generation"], "items": items})
+    return out

@@ -8,13 +8,23 @@ import torch
 
 from robustedit.edits import RankOneEdit
 from robustedit.evaluate import evaluate_cases, summarise
+from robustedit.evaluate.generation import GenerationSpec, generate_cases, merge_protocols
 from robustedit.io import read_jsonl, write_json, write_jsonl
 from robustedit.metrics import AGGREGATIONS
 from robustedit.models.load import load_model, resolve_device
 from robustedit.pipeline.stage import model_dir, stage_file
 from robustedit.stages import EVALUATED
 
-SUMMARY_METRICS = ("exact_match", "token_mean_acc", "prob_compare")
+SUMMARY_METRICS = ("exact_match", "token_mean_acc", "prob_compare")  # teacher-forced; locality_agreement@1
+GENERATION_METRICS = ("generation_match", "generation_span")  # generation; locality generation_unchanged@1
+
+
+def generation_spec(eval_cfg: dict, split: str) -> GenerationSpec | None:
+    """The stop rule of eval.generation, or None when the split is not generated for (off, or not listed)."""
+    gen = eval_cfg["generation"]
+    if not gen["enabled"] or split not in gen["splits"]:
+        return None
+    return GenerationSpec(gen["margin"], tuple(gen["stop_strings"]))
 
 
 def load_edits(path: Path, cases: list[dict]) -> list[RankOneEdit]:
@@ -33,23 +43,35 @@ def case_chunks(n_cases: int, chunk_cases: int | None) -> list[range]:
 
 
 def evaluate_in_chunks(lm, cases: list[dict], edits: list, device, batch_size: int, eval_cfg: dict,
-                       edit_batch_fn=None, pre: list[dict] | None = None, chunk_cases: int | None = None) -> list[dict]:
-    """evaluate_cases (batched, with alternatives) over consecutive chunks of cases, concatenated."""
+                       edit_batch_fn=None, pre: list[dict] | None = None, chunk_cases: int | None = None,
+                       spec: GenerationSpec | None = None) -> list[dict]:
+    """evaluate_cases (batched, with alternatives) over consecutive chunks of cases, concatenated; with a
+    generation `spec` each item also carries its generation-protocol fields (generate_cases)."""
     per_case: list[dict] = []
     for part in case_chunks(len(cases), chunk_cases):
         edit_arg = edit_batch_fn(lm, edits, device, part) if edit_batch_fn else edits[part.start: part.stop]
-        per_case += evaluate_cases(lm.model, lm.tokenizer, lm.arch, cases[part.start: part.stop], edit_arg,
-                                   batch_size, device, mode="batched", alternatives=True,
-                                   max_length=eval_cfg["max_length"],
-                                   pre_from=pre[part.start: part.stop] if pre is not None else None,
-                                   long_id_passages=eval_cfg["long_id_passages"])
+        chunk, chunk_pre = cases[part.start: part.stop], pre[part.start: part.stop] if pre is not None else None
+        scored = evaluate_cases(lm.model, lm.tokenizer, lm.arch, chunk, edit_arg, batch_size, device,
+                                mode="batched", alternatives=True, max_length=eval_cfg["max_length"],
+                                pre_from=chunk_pre, long_id_passages=eval_cfg["long_id_passages"])
+        if spec is not None:
+            generated = generate_cases(lm.model, lm.tokenizer, lm.arch, chunk, edit_arg, batch_size, device, spec,
+                                       long_id_passages=eval_cfg["long_id_passages"], pre_from=chunk_pre)
+            scored = merge_protocols(scored, generated)
+        per_case += scored
         del edit_arg  # free this chunk's stacked edits before the next chunk builds its own
     return per_case
 
 
 def summaries(per_case: list[dict]) -> dict:
-    return {f"{stage}/{metric}/{agg}": summarise(per_case, metric, agg, stage=stage)
-            for stage in ("pre", "post") for metric in SUMMARY_METRICS for agg in AGGREGATIONS}
+    """Every metric x aggregation x phase; the generation metrics when the items carry them."""
+    out = {f"{stage}/{metric}/{agg}": summarise(per_case, metric, agg, stage=stage)
+           for stage in ("pre", "post") for metric in SUMMARY_METRICS for agg in AGGREGATIONS}
+    if per_case and "generation" in per_case[0]:
+        out.update({f"{stage}/{metric}/{agg}": summarise(per_case, metric, agg, stage=stage,
+                                                         locality_metric="generation_unchanged")
+                    for stage in ("pre", "post") for metric in GENERATION_METRICS for agg in AGGREGATIONS})
+    return out
 
 
 def evaluate_split(cfg: dict, edits_path: Path, out_dir: Path, method: str, edit_batch_fn=None,
@@ -65,7 +87,8 @@ def evaluate_split(cfg: dict, edits_path: Path, out_dir: Path, method: str, edit
     lm = load_model(model_dir(cfg), cfg["model"], hw["device"], hw["dtype"])
     device = resolve_device(hw["device"])
     per_case = evaluate_in_chunks(lm, cases, edits, device, hw["batch_size"], cfg["eval"], edit_batch_fn,
-                                  read_jsonl(pre_from) if pre_from else None, chunk_cases)
+                                  read_jsonl(pre_from) if pre_from else None, chunk_cases,
+                                  generation_spec(cfg["eval"], split))
     # the evaluation stages' file names (eval_rome, eval_rep: robustedit.stages.EVALUATED)
     write_jsonl(out_dir / EVALUATED["results"].format(split=split), per_case)
     write_json(out_dir / EVALUATED["summary"].format(split=split),

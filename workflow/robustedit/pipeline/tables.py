@@ -16,9 +16,11 @@ from ..analysis.bootstrap import CaseSums, Interval, bootstrap_interval, case_su
 from ..errors import ConfigError, DataIntegrityError, RecordError
 from ..eren.evaluate import edit_quality
 from ..eren.robustness import EREN_METRIC, item_value
+from ..metrics import get_metric
 from ..stages import file_suffix
 
 METRIC, AGGREGATION = "exact_match", "micro"  # Table 1's (the REP paper's), also the gate table's and wandb's
+GENERATION_METRIC = "generation_match"  # Table 1's generation-protocol rows (locality: generation_unchanged@1)
 COLUMNS = ["model", "method", "n_cases", "success", "locality", "rephrase_id", "shuffle_id", "long_id",
            "rephrase_ood", "shuffle_ood", "long_ood", "paraphrase", "patil", "metric", "aggregation", "split"]
 GROUP_OF = {"success": "success", "locality": "locality", "rephrase_id": "rephrase_id",
@@ -134,12 +136,18 @@ def markdown(rows: Sequence[dict], columns: Sequence[str], interval_columns: Seq
 
 
 # ---- Table 1 ----------------------------------------------------------------------------------------------
-TABLE1_CSV = ["model", "method", "n_cases"] + with_bounds(METRIC_COLUMNS, METRIC_COLUMNS) + [
+TABLE1_CSV = ["model", "method", "protocol", "n_cases"] + with_bounds(METRIC_COLUMNS, METRIC_COLUMNS) + [
     "metric", "aggregation", "split"]
 
 
 def _metric_name(block: dict) -> str:
     return f"{block['metric']}+{block['locality_metric']}"
+
+
+def protocol_of(block: dict) -> str:
+    """"teacher_forced" or "generation": how a summary block's metric scores an item (EREN's scorer and the
+    generation_* metrics generate; the others read teacher-forced token scores)."""
+    return "generation" if block["metric"] == EREN_METRIC else get_metric(block["metric"]).protocol
 
 
 def table1_entries(summary: dict, per_case: Sequence[dict], metric: str, aggregation: str) -> list[dict]:
@@ -152,9 +160,10 @@ def table1_entries(summary: dict, per_case: Sequence[dict], metric: str, aggrega
         table = suite_case_sums(per_case, block, stage)
         intervals = bootstrap_interval(table, aggregation)
         check_against(intervals, block["columns"], f"{summary['model']} {method} ({summary['split']})")
-        rows.append({"model": summary["model"], "method": method, "n_cases": block["n_cases"],
-                     **interval_cells(intervals, METRIC_COLUMNS), "metric": _metric_name(block),
-                     "aggregation": aggregation, "split": summary["split"], "_table": table})
+        rows.append({"model": summary["model"], "method": method, "protocol": protocol_of(block),
+                     "n_cases": block["n_cases"], **interval_cells(intervals, METRIC_COLUMNS),
+                     "metric": _metric_name(block), "aggregation": aggregation, "split": summary["split"],
+                     "_table": table})
     return rows
 
 
