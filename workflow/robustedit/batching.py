@@ -29,3 +29,17 @@ def right_pad(sequences: Sequence[Sequence[int]], pad_id: int = PAD_ID,
         ids[r, : len(s)] = torch.as_tensor(list(s), dtype=torch.long)
         mask[r, : len(s)] = 1
     return ids.to(device), mask.to(device)
+
+
+def left_pad(sequences: Sequence[Sequence[int]], pad_id: int = PAD_ID,
+             device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """input_ids [B, S] padded on the LEFT (for generation: every row's next token is at the last position)
+    and the attention mask; the caller passes position ids that skip the pads (mask.cumsum(-1) - 1)."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for r, s in enumerate(sequences):
+        if len(s):
+            ids[r, width - len(s):] = torch.as_tensor(list(s), dtype=torch.long)
+            mask[r, width - len(s):] = 1
+    return ids.to(device), mask.to(device)

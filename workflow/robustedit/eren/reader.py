@@ -16,6 +16,7 @@ from typing import Callable, Mapping, Protocol, Sequence
 
 import torch
 
+from ..batching import left_pad
 from ..errors import ConfigError
 
 MAX_NEW_TOKENS = 20  # EREN: generate(max_length=20) for free-text answers
@@ -93,18 +94,6 @@ def reader_kind(model_cfg: Mapping) -> str:
         return "causal"
     raise ConfigError(f"reader {model_cfg.get('name')!r}: model.family={family!r} is unknown; readers: "
                       f"{sorted(CAUSAL_FAMILIES)} (causal) or {sorted(SEQ2SEQ_FAMILIES)} (seq2seq)")
-
-
-def _left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """input_ids [B, S] padded on the LEFT with `pad_id` (any id: pads are masked) and the attention mask."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        if r:
-            ids[i, width - len(r):] = torch.as_tensor(list(r), dtype=torch.long)
-            mask[i, width - len(r):] = 1
-    return ids, mask
 
 
 def _eos_ids(model) -> set[int]:
@@ -209,7 +198,7 @@ class ChatReader(_BatchedReader):
                                                   add_generation_prompt=True)
 
     def _generate_batch(self, rows: list[list[int]], max_new_tokens: int) -> torch.Tensor:
-        ids, mask = _left_pad(rows, self.pad_id)
+        ids, mask = left_pad(rows, self.pad_id)
         # Greedy whatever the model's generation_config says (Llama-2-chat's samples); max_length=None: the
         # budget is max_new_tokens alone, even where the generation_config sets a max_length (4096 there).
         gen = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),

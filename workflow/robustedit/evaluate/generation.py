@@ -24,7 +24,7 @@ from typing import Callable, ContextManager, Sequence
 
 import torch
 
-from ..batching import pad_id_of
+from ..batching import left_pad, pad_id_of
 from ..errors import ConfigError, RecordError
 from ..metrics import Continuation, metrics_of
 from ..tokens import target_token_ids
@@ -52,22 +52,12 @@ def eos_ids_of(model) -> set[int]:
     return {int(eos)} if isinstance(eos, int) else {int(e) for e in eos}
 
 
-def _left_pad(rows: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r):] = torch.as_tensor(list(r), dtype=torch.long)
-        mask[i, width - len(r):] = 1
-    return ids.to(device), mask.to(device)
-
-
 @torch.no_grad()
 def _generate_batch(model, prompts: Sequence[Sequence[int]], budgets: Sequence[int], device, pad_id: int,
                     eos: set[int], stopped: Callable[[list[int]], bool],
                     row_context: Callable[[torch.Tensor], ContextManager] | None,
                     row_case: torch.Tensor) -> list[list[int]]:
-    ids, mask = _left_pad(prompts, pad_id, device)
+    ids, mask = left_pad(prompts, pad_id, device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     out: list[list[int]] = [[] for _ in prompts]
     active = torch.arange(len(prompts), device=device)  # batch rows still generating
