@@ -5,9 +5,13 @@ The notebook holds every case's edit statement (prompt + " " + target_new) at on
 seeded subsample of eren.suite.n_cases cases (null = all) are the Table 1 items of robustedit.evaluate.items
 (eren.suite.groups). Writes <stage dir>/<split>.results.jsonl (per case: its scored items) and
 <split>.summary.json: {"method": "EREN", "model", "split", "include_unedited": false, "summaries":
-{"post|pre/<metric>/<aggregation>": columns}, "eren": settings, diagnostics and timing}. <metric> is
-each of Table 1's metric names (its lookup key); the block's `metric` names the real scorer
-(eren_answer_match@1, locality eren_output_unchanged@1); "pre" is the reader answering closed-book.
+{"post|pre/<metric>/<aggregation>": columns}, "eren": settings, diagnostics and timing}; "pre" is the
+reader answering closed-book. Two protocols, as Table 1 reads them:
+- generation (Table 1's generation rows): filed under `generation_match`, whose block's `metric` names EREN's
+  real scorer (eren_answer_match@1, locality eren_output_unchanged@1) on the generated answers;
+- teacher-forced (with eren.suite.teacher_forced): `exact_match` and `token_mean_acc`, with
+  locality_agreement@1, on the answer read after the prompt EREN answered from (robustedit.eren.teacher_forced
+  says exactly what is teacher-forced for a two-step reader).
 EREN+score (robustedit.eren.gate) beside it, in the same format: <split>.eren_score.results.jsonl and
 <split>.eren_score.summary.json (method "EREN+score"; its threshold, in eren.score_gate, is chosen on the
 queries of eren.score_gate.n_calibration cases held out of the evaluated subsample). It reuses EREN's
@@ -21,21 +25,23 @@ from pathlib import Path
 
 from robustedit.errors import RecordError
 from robustedit.eren.data import subsample
-from robustedit.eren.editor import SCORE_GATED
+from robustedit.eren.editor import SCORE_GATED, ErenEditor
 from robustedit.eren.evaluate import evaluate_methods
 from robustedit.eren.gate import LABEL, calibrate_or_skip, held_out
 from robustedit.eren.notebook import Notebook
 from robustedit.eren.robustness import edit_statement, per_case_items, robustness_items, suite_summary
+from robustedit.eren.teacher_forced import TF_METRICS, teacher_force
+from robustedit.evaluate import summarise
 from robustedit.io import read_jsonl, write_json, write_jsonl
 from robustedit.metrics import AGGREGATIONS
 from robustedit.pipeline.stage import stage_app, stage_file
 from robustedit.pipeline.eren import load_encoder_from, load_reader_from
 from robustedit.stages import file_name
 
-# Table 1 looks summaries up by metric name (scripts/table1.py: exact_match unless --metric says
-# otherwise, generation_match for the generation protocol). EREN has one generation-based scorer, filed under
-# each of them; the block's `metric` names it, so Table 1 lists EREN under the generation protocol only.
-TABLE_METRICS = ("exact_match", "token_mean_acc", "prob_compare", "generation_match")
+# Table 1 looks summaries up by metric name (scripts/table1.py: exact_match for the teacher-forced rows,
+# generation_match for the generation rows). EREN's generation-based scorer is filed under generation_match (the
+# block's `metric` names it); its teacher-forced scores under the metrics they are.
+GENERATION_KEY = "generation_match"
 
 
 # method -> its files of the stage (robustedit.stages): EREN's are the ones Table 1 reads as the EREN row
@@ -50,10 +56,16 @@ def load_cases(cfg: dict, split: str) -> list[dict]:
     return cases
 
 
-def summaries(items: list[dict]) -> dict:
-    blocks = {(stage, agg): suite_summary(items, agg, unedited=stage == "pre")
-              for stage in ("pre", "post") for agg in AGGREGATIONS}
-    return {f"{stage}/{metric}/{agg}": block for (stage, agg), block in blocks.items() for metric in TABLE_METRICS}
+def summaries(items: list[dict], teacher_forced: bool) -> dict:
+    """Both protocols' blocks of one method's scored items (the teacher-forced ones when computed)."""
+    per_case = per_case_items(items)
+    out = {}
+    for stage in ("pre", "post"):
+        for agg in AGGREGATIONS:
+            out[f"{stage}/{GENERATION_KEY}/{agg}"] = suite_summary(items, agg, unedited=stage == "pre")
+            for metric in TF_METRICS if teacher_forced else ():
+                out[f"{stage}/{metric}/{agg}"] = summarise(per_case, metric, agg, stage=stage)
+    return out
 
 
 def evaluate_split(cfg: dict, split: str, encoder, reader) -> dict[str, tuple[list[dict], dict]]:
@@ -71,11 +83,20 @@ def evaluate_split(cfg: dict, split: str, encoder, reader) -> dict[str, tuple[li
     t0 = time.perf_counter()
     results = evaluate_methods(items, reader, notebook, "qa", methods, eren["k"], gate.get("threshold"))
     seconds = time.perf_counter() - t0
+    scored = {method: result.items for method, result in results.items()}
+    tf_seconds = None
+    if eren["suite"]["teacher_forced"]:
+        t0 = time.perf_counter()
+        threshold = {SCORE_GATED: gate.get("threshold")}  # the editors that routed each method's queries
+        editors = {m: ErenEditor(reader, notebook, "qa", m, eren["k"], threshold.get(m)) for m in results}
+        scored = teacher_force(scored, editors, reader)
+        tf_seconds = time.perf_counter() - t0
     n_queries = len({it["input"] for it in items})
     settings = {"reader": eren["reader"], "encoder": encoder.name, "query_truncation": eren["query_truncation"],
                 "index": eren["index"], "k": eren["k"], "n_notes": len(notebook), "n_cases_total": len(cases),
                 "n_cases_evaluated": len(chosen)}
-    timing = {**reader.stats(), "seconds": seconds, "n_distinct_queries": n_queries, "s_per_query": seconds / n_queries}
+    timing = {**reader.stats(), "seconds": seconds, "n_distinct_queries": n_queries, "s_per_query": seconds / n_queries,
+              "teacher_forced_s": tf_seconds}
     out = {}
     if "skipped" in gate:
         out[SCORE_GATED] = ([], {"method": LABEL, "model": cfg["model"]["name"], "split": split, **gate})
@@ -85,9 +106,9 @@ def evaluate_split(cfg: dict, split: str, encoder, reader) -> dict[str, tuple[li
         result = results[method]
         extra = {"score_gate": gate} if method == SCORE_GATED else {}
         summary = {"method": label, "model": cfg["model"]["name"], "split": split, "include_unedited": False,
-                   "summaries": summaries(result.items),
+                   "summaries": summaries(scored[method], eren["suite"]["teacher_forced"]),
                    "eren": {**settings, **extra, "diagnostics": result.summary, "timing": timing}}
-        out[method] = (per_case_items(result.items), summary)
+        out[method] = (per_case_items(scored[method]), summary)
     return out
 
 
@@ -102,11 +123,15 @@ def main(cfg: dict, out_dir: Path) -> None:
         if "skipped" in summary:
             print(f"[eren_suite] {split} {summary['method']} skipped: {summary['skipped']}", flush=True)
             continue
-        post = summary["summaries"][f"post/{TABLE_METRICS[0]}/micro"]  # what Table 1 shows
         timing = summary["eren"]["timing"]
-        print(f"[eren_suite] {split} {summary['method']}: "
-              + ", ".join(f"{k} {v:.1f}" for k, v in post["columns"].items())
-              + f"; {timing['generations']} generations in {timing['seconds']:.0f} s (both methods)", flush=True)
+        for metric in (GENERATION_KEY, *TF_METRICS[:1]):
+            post = summary["summaries"].get(f"post/{metric}/micro")  # what Table 1 shows, per protocol
+            if post is not None:
+                print(f"[eren_suite] {split} {summary['method']} {post['metric']}: "
+                      + ", ".join(f"{k} {v:.1f}" for k, v in post["columns"].items()), flush=True)
+        tf = timing["teacher_forced_s"]
+        print(f"[eren_suite] {timing['generations']} generations in {timing['seconds']:.0f} s (both methods)"
+              + ("" if tf is None else f"; teacher forcing {tf:.0f} s"), flush=True)
 
 
 if __name__ == "__main__":

@@ -161,7 +161,7 @@ def write_cases(cfg, cases):
 
 
 def test_suite_summary_is_a_table1_row(tmp_path):
-    cfg = small_cfg(tmp_path, "eval.long_id_passages=1")
+    cfg = small_cfg(tmp_path, "eval.long_id_passages=1", "eren.suite.teacher_forced=false")  # a stub reader
     write_cases(cfg, [case(1, "Danielle Darrieux", "English"), case(2, "Anna Karina", "Danish")])
     out = eren_suite.evaluate_split(cfg, "valid", HashEncoder(), stub_reader())
     per_case, summary = out["eren"]
@@ -170,11 +170,12 @@ def test_suite_summary_is_a_table1_row(tmp_path):
     skipped = out["eren_score"][1]
     assert out["eren_score"][0] == [] and set(skipped) == {"method", "model", "split", "skipped"}
     assert skipped["method"] == "EREN+score" and "no record or case is left out" in skipped["skipped"]
-    block = summary["summaries"]["post/exact_match/micro"]
+    block = summary["summaries"]["post/generation_match/micro"]
     assert set(block["columns"]) == {"success", "locality", "rephrase_id", "shuffle_id", "long_id", "rephrase_ood",
                                      "long_ood"}  # shuffle_ood has no items here
-    assert block["n_items"]["long_id"] == 2 and "post/exact_match/case_mean" in summary["summaries"]
-    for metric, agg in [("exact_match", "micro"), ("exact_match", "case_mean"), ("prob_compare", "micro")]:
+    assert block["n_items"]["long_id"] == 2 and "post/generation_match/case_mean" in summary["summaries"]
+    assert not any("exact_match" in key for key in summary["summaries"])  # no teacher-forced blocks asked for
+    for metric, agg in [("generation_match", "micro"), ("generation_match", "case_mean")]:
         rows = rows_from(summary, metric, agg)
         assert [(r["model"], r["method"], r["split"]) for r in rows] == [("smollm2-135m", "EREN", "valid")]
         assert rows[0]["metric"] == "eren_answer_match@1+eren_output_unchanged@1" and rows[0]["n_cases"] == 2
@@ -182,7 +183,8 @@ def test_suite_summary_is_a_table1_row(tmp_path):
 
 
 def test_suite_reports_eren_score_beside_eren_with_a_held_out_threshold(tmp_path):
-    cfg = small_cfg(tmp_path, "eval.long_id_passages=1", "eren.suite.n_cases=2", "eren.score_gate.n_calibration=2")
+    cfg = small_cfg(tmp_path, "eval.long_id_passages=1", "eren.suite.n_cases=2", "eren.score_gate.n_calibration=2",
+                    "eren.suite.teacher_forced=false")
     names = [("Danielle Darrieux", "English"), ("Anna Karina", "Danish"), ("Leon Blum", "Greek"),
              ("Marie Curie", "Polish"), ("Toyota Cresta", "Japanese")]
     write_cases(cfg, [case(i, subject, target) for i, (subject, target) in enumerate(names)])
@@ -192,12 +194,12 @@ def test_suite_reports_eren_score_beside_eren_with_a_held_out_threshold(tmp_path
     assert [c["case_id"] for c in score_cases] == [c["case_id"] for c in eren_cases]  # the same scored cases
     gate = score["eren"]["score_gate"]
     assert gate["n_queries"] > 0 and score["eren"]["diagnostics"]["score_threshold"] == gate["threshold"]
-    rows = rows_from(score, "exact_match", "micro")
+    rows = rows_from(score, "generation_match", "micro")
     assert [(r["method"], r["n_cases"]) for r in rows] == [("EREN+score", 2)]
 
 
 def test_suite_names_the_bad_case(tmp_path):
-    cfg = small_cfg(tmp_path)
+    cfg = small_cfg(tmp_path, "eren.suite.teacher_forced=false")
     bad = case(5, "Anna Karina", "Danish")
     del bad["long_context"]
     write_cases(cfg, [case(1, "Danielle Darrieux", "English"), bad])

@@ -5,11 +5,12 @@ import sys
 
 import pytest
 
+import eren_suite as eren_suite_script  # noqa: E402
 import gate_threshold as gate_threshold_script  # noqa: E402
 import table1 as table1_script  # noqa: E402
 
 from robustedit.errors import DataIntegrityError  # noqa: E402
-from robustedit.eren.robustness import per_case_items, suite_summary  # noqa: E402
+from robustedit.eren.robustness import per_case_items  # noqa: E402
 from robustedit.evaluate.suite import summarise  # noqa: E402
 from robustedit.pipeline.tables import METRIC_COLUMNS, TABLE1_CSV, rows_from, sibling  # noqa: E402
 
@@ -51,8 +52,9 @@ def eval_summary(method, per_case, include_unedited=True, split="valid", model="
             "summaries": blocks}
 
 
-def eren_results(case_ids, correct):
-    """EREN suite items (robustedit.eren.robustness format) of the given cases; correct(cid, j) in scope."""
+def eren_results(case_ids, correct, teacher_forced=True):
+    """EREN suite items (robustedit.eren.robustness format, teacher-forced fields as robustedit.eren.teacher_forced
+    adds them) of the given cases; correct(cid, j) in scope: generated, and teacher-forced for item j == 0 only."""
     items = []
     for cid in case_ids:
         for group in GROUPS:
@@ -62,12 +64,12 @@ def eren_results(case_ids, correct):
                     it.update(correct=bool(correct(cid, j)), correct_unedited=False)
                 else:
                     it["unchanged"] = j == 0
+                hit = float(correct(cid, j) and j == 0)
+                it.update({"exact_match@1": hit, "token_mean_acc@1": hit, "locality_agreement@1": 1.0,
+                           "pre": {"exact_match@1": 0.0, "token_mean_acc@1": 0.0, "locality_agreement@1": 1.0}})
                 items.append(it)
-    blocks = {f"{stage}/{metric}/{agg}": suite_summary(items, agg, unedited=stage == "pre")
-              for stage in ("pre", "post") for agg in ("micro", "case_mean")
-              for metric in ("exact_match", "generation_match")}
     return per_case_items(items), {"method": "EREN", "model": "m", "split": "valid", "include_unedited": False,
-                                   "summaries": blocks}
+                                   "summaries": eren_suite_script.summaries(items, teacher_forced)}
 
 
 def save(tmp_path, name, summary_, per_case):
@@ -123,10 +125,10 @@ def test_table1_has_intervals_and_paired_differences_to_rome(table1):
     assert out.read_text().splitlines()[0].split(",") == TABLE1_CSV
     tf, gen = "teacher_forced", "generation"
     assert [(r["method"], r["protocol"]) for r in rows] == [
-        ("Unedited", tf), ("ROME", tf), ("ROME+REP", tf), ("ROME+REP − ROME", tf),  # EREN is not teacher-forced
+        ("Unedited", tf), ("ROME", tf), ("ROME+REP", tf), ("ROME+REP − ROME", tf), ("EREN", tf), ("EREN − ROME", tf),
         ("Unedited", gen), ("ROME", gen), ("ROME+REP", gen), ("ROME+REP − ROME", gen), ("EREN", gen),
         ("EREN − ROME", gen)]
-    assert [r["n_cases"] for r in rows] == ["12"] * 8 + ["8", "8"]  # EREN: paired on its 8 cases
+    assert [r["n_cases"] for r in rows] == (["12"] * 4 + ["8", "8"]) * 2  # EREN: paired on its 8 cases
     by = {(r["method"], r["protocol"]): r for r in rows}
     for r in rows:
         for col in METRIC_COLUMNS:
@@ -148,6 +150,9 @@ def test_table1_has_intervals_and_paired_differences_to_rome(table1):
     assert float(by["ROME+REP − ROME", gen]["rephrase_id"]) == pytest.approx(100 - 100 / 6, abs=1e-4)
     assert by["EREN − ROME", gen]["metric"] == "eren_answer_match@1+eren_output_unchanged@1 − " \
                                                "generation_match@1+generation_unchanged@1"
+    # EREN teacher-forced: success hits on item 0 of the odd cases (4 of 8), i.e. a quarter of the items
+    assert by["EREN", tf]["metric"] == "exact_match@1+locality_agreement@1" and by["EREN", tf]["success"] == "25"
+    assert by["EREN", gen]["success"] == "50" and by["EREN", tf]["locality"] == "100"
     assert "| m | ROME | teacher_forced | 12 | 33.3 [" in md
     assert "| ROME+REP − ROME | teacher_forced | 12 | 0.0 [0.0, 0.0] |" in md
     assert "case-level percentile bootstrap (2000 resamples" in md

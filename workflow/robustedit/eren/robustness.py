@@ -67,19 +67,21 @@ def case_queries(case: dict, groups: Sequence[str] = SUITE_GROUPS,
 
 def robustness_items(cases: Sequence[dict], groups: Sequence[str] = SUITE_GROUPS,
                      long_id_passages: int | None = None) -> list[dict]:
-    """Evaluation items: edit queries (in scope, gold target_new) and locality queries (out of scope)."""
+    """Evaluation items: edit queries (in scope, gold target_new) and locality queries (out of scope), each
+    with the `target` Table 1 teacher-forces for it (target_new; locality: the true object)."""
+    groups = check_groups(groups)
     items = []
     for case in cases:
         own = clean_statement(edit_statement(case), _where(case))
-        for group, texts in case_queries(case, groups, long_id_passages).items():
-            in_scope = group != LOCALITY_GROUP
-            for text in texts:
-                item = {"id": case["case_id"], "group": group, "in_scope": in_scope, "input": text,
-                        "own_note": own}
-                if in_scope:
-                    item["gold"] = case["target_new"]
-                    item["true_answer"] = case.get("target_true")
-                items.append(item)
+        for item in build_items(case, long_id_passages):  # Table 1's column order (it validates the case)
+            if item.group not in groups:
+                continue
+            rec = {"id": case["case_id"], "group": item.group, "in_scope": item.group != LOCALITY_GROUP,
+                   "input": item.prompt, "own_note": own, "target": item.target}
+            if rec["in_scope"]:
+                rec["gold"] = case["target_new"]
+                rec["true_answer"] = case.get("target_true")
+            items.append(rec)
     return items
 
 

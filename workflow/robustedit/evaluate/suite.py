@@ -77,7 +77,8 @@ def _pre_from_results(previous: Sequence[dict], cases: Sequence[dict], items_per
     return out
 
 
-def _metric_values(target: TokenScores, alternative: TokenScores | None, reference: torch.Tensor) -> dict:
+def metric_values(target: TokenScores, alternative: TokenScores | None, reference: torch.Tensor) -> dict:
+    """Every registered teacher-forced metric's per-item values (those needing an alternative only with one)."""
     values = {}
     for key, metric in metrics_of("teacher_forced").items():
         if "alternative" in metric.needs and alternative is None:
@@ -153,7 +154,7 @@ def _case_result(case: dict, items: list, rows: list, alternatives: bool) -> dic
     phase = {}
     for name, what in (("pre", 2), ("post", 3)):
         targets, alts = pick("target", what), (pick("alternative", what) if alternatives else None)
-        metrics = _metric_values(as_scores(target_ids, targets), as_scores(alt_ids, alts) if alts else None, reference)
+        metrics = metric_values(as_scores(target_ids, targets), as_scores(alt_ids, alts) if alts else None, reference)
         phase[name] = (targets, alts, metrics)
     out_items = []
     for j, it in enumerate(items):
