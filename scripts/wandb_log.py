@@ -17,16 +17,24 @@ from robustedit.io import read_json, write_json
 from robustedit.tracking import start_run
 from robustedit.pipeline.config import compose
 from robustedit.pipeline.stage import stage_file
-from robustedit.pipeline.tables import AGGREGATION, GROUP_OF, METRIC, rows_from
+from robustedit.pipeline.tables import AGGREGATION, GENERATION_METRIC, GROUP_OF, METRIC, rows_from
+
+
+# wandb key prefix of each protocol's Table 1 metric (robustedit.pipeline.tables)
+PROTOCOL_KEYS = {"table1": METRIC, "table1_generation": GENERATION_METRIC}
 
 
 def table1_metrics(cfg: dict, stages: list[str]) -> dict[str, float]:
-    """table1/<method>/<column> for the run's evaluation summaries (empty cells skipped), as Table 1 shows them."""
+    """<prefix>/<method>/<column> for the run's evaluation summaries (empty cells skipped), as Table 1 shows them:
+    table1/ teacher-forced, table1_generation/ the generation protocol, where a summary has that protocol."""
     ev, out = cfg["eval"], {}
     for stage in stages:
         summary = read_json(stage_file(cfg, stage, "summary", ev["report_split"]))
-        for row in rows_from(summary, METRIC, AGGREGATION):
-            out.update({f"table1/{row['method']}/{col}": float(row[col]) for col in GROUP_OF if row[col] != ""})
+        for prefix, metric in PROTOCOL_KEYS.items():
+            if f"post/{metric}/{AGGREGATION}" not in summary.get("summaries", {}):
+                continue  # not run under this protocol (eval.generation, eren.suite.teacher_forced) or skipped
+            for row in rows_from(summary, metric, AGGREGATION):
+                out.update({f"{prefix}/{row['method']}/{col}": float(row[col]) for col in GROUP_OF if row[col] != ""})
     return out
 
 

@@ -117,12 +117,16 @@ def test_disabled_logs_nothing_and_bad_mode_is_named(tmp_path):
         start_run(cfg_for(tmp_path, "sometimes"))
 
 
-def summary(model: str, method: str, success: float, unedited: bool = True) -> dict:
+def summary(model: str, method: str, success: float, unedited: bool = True, generation: float | None = None) -> dict:
     cols = {"success": success, "locality": 90.0, "rephrase_id": None}
     block = {"n_cases": 2, "metric": "exact_match", "locality_metric": "argmax_agreement", "columns": cols}
-    return {"model": model, "method": method, "split": "test", "include_unedited": unedited,
-            "summaries": {"pre/exact_match/micro": {**block, "columns": {**cols, "success": 0.0}},
-                          "post/exact_match/micro": block}}
+    out = {"model": model, "method": method, "split": "test", "include_unedited": unedited,
+           "summaries": {"pre/exact_match/micro": {**block, "columns": {**cols, "success": 0.0}},
+                         "post/exact_match/micro": block}}
+    if generation is not None:  # the generation protocol's block too
+        gen = {**block, "metric": "generation_match", "columns": {**cols, "success": generation}}
+        out["summaries"].update({"pre/generation_match/micro": gen, "post/generation_match/micro": gen})
+    return out
 
 
 def test_wandb_log_script_logs_each_run(tmp_path):
@@ -132,10 +136,10 @@ def test_wandb_log_script_logs_each_run(tmp_path):
 
     overrides = [f"paths.results={tmp_path}/results", "eval.report_split=test"]
     cfg = compose(overrides)
-    for stage, method, unedited in (("eval_rome", "ROME", True), ("eval_rep", "ROME+REP", False)):
+    for stage, method, unedited, gen in (("eval_rome", "ROME", True, 25.0), ("eval_rep", "ROME+REP", False, None)):
         path = stage_dir(cfg, stage, "test") / "test.summary.json"
         path.parent.mkdir(parents=True)
-        path.write_text(json.dumps(summary("smollm2-135m", method, 75.0, unedited)))
+        path.write_text(json.dumps(summary("smollm2-135m", method, 75.0, unedited, gen)))
     table = tmp_path / "table1.csv"
     table.write_text("model,method,success\nsmollm2-135m,ROME,75.0\n")
     png = tiny_png(tmp_path / "key_similarity.png")
@@ -152,5 +156,7 @@ def test_wandb_log_script_logs_each_run(tmp_path):
     got = logged(run_dir)
     assert got["summary"]["table1/ROME/success"] == 75.0 and got["summary"]["table1/Unedited/success"] == 0.0
     assert got["summary"]["table1/ROME+REP/locality"] == 90.0 and "table1/ROME/rephrase_id" not in got["summary"]
+    assert got["summary"]["table1_generation/ROME/success"] == 25.0  # a summary without the protocol logs none
+    assert not any(k.startswith("table1_generation/ROME+REP/") for k in got["summary"])
     assert got["config"]["paths"]["results"] == f"{tmp_path}/results"
     assert {"tables/table1/path", "figures/key_similarity/path"} <= got["history"]
