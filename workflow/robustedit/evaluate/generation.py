@@ -64,8 +64,10 @@ def _generate_batch(model, prompts: Sequence[Sequence[int]], budgets: Sequence[i
     cache, step_ids, step_pos = None, ids, positions
     while len(active):
         with row_context(row_case[active]) if row_context is not None else contextlib.nullcontext():
+            # logits_to_keep=1: only the last position's logits are read; the prompt's forward would otherwise
+            # project every position onto the vocabulary (most of its cost for long prompts)
             res = model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos,
-                        past_key_values=cache, use_cache=True)
+                        past_key_values=cache, use_cache=True, logits_to_keep=1)
         cache, nxt = res.past_key_values, res.logits[:, -1].argmax(-1)
         keep = []
         for k, (row, token) in enumerate(zip(active.tolist(), nxt.tolist())):
