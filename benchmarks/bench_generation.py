@@ -45,6 +45,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-cases", type=int, default=16)
     ap.add_argument("--batch-size", type=int, default=32)  # hardware.batch_size of conf/hardware/cpu.yaml
+    ap.add_argument("--generation-batch-size", type=int, default=128)  # eval.generation.batch_size
     ap.add_argument("--layer", type=int, default=4)  # SmolLM2's ROME layer in conf/model/smollm2-135m.yaml
     ap.add_argument("--threads", type=int, default=2)  # the machine has 2 cores
     ap.add_argument("--seed", type=int, default=0)
@@ -70,12 +71,14 @@ def main() -> None:
 
     tf1, *t_tf1 = be.timed(lambda: evaluate_cases(**run, mode="batched"))
     tf2, *t_tf2 = be.timed(lambda: evaluate_cases(**run, mode="batched", pre_from=tf1))
-    gen1, *t_gen1 = be.timed(lambda: generate_cases(**run, spec=GenerationSpec()))
-    gen2, *t_gen2 = be.timed(lambda: generate_cases(**run, spec=GenerationSpec(), pre_from=gen1))
+    gen = {**run, "batch_size": args.generation_batch_size}
+    gen1, *t_gen1 = be.timed(lambda: generate_cases(**gen, spec=GenerationSpec()))
+    gen2, *t_gen2 = be.timed(lambda: generate_cases(**gen, spec=GenerationSpec(), pre_from=gen1))
 
     n, n_items = len(cases), sum(len(c["items"]) for c in tf1)
     n_new = sum(len(it["continuation_ids"]) + len(it["pre"]["continuation_ids"]) for c in gen1 for it in c["items"])
-    print(f"model smollm2-135m layer {args.layer}, {n} cases, {n_items} items, batch_size {args.batch_size}, "
+    print(f"model smollm2-135m layer {args.layer}, {n} cases, {n_items} items, batch_size {args.batch_size} "
+          f"(generation {args.generation_batch_size}), "
           f"threads {args.threads}; ROME edits {t_rome[0]:.0f} s; generated tokens (pre + post) {n_new}")
     for name, (wall, cpu) in (("teacher-forced, pre + post", t_tf1), ("teacher-forced, post", t_tf2),
                               ("generation, pre + post", t_gen1), ("generation, post", t_gen2)):

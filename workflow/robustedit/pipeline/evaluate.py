@@ -44,9 +44,10 @@ def case_chunks(n_cases: int, chunk_cases: int | None) -> list[range]:
 
 def evaluate_in_chunks(lm, cases: list[dict], edits: list, device, batch_size: int, eval_cfg: dict,
                        edit_batch_fn=None, pre: list[dict] | None = None, chunk_cases: int | None = None,
-                       spec: GenerationSpec | None = None) -> list[dict]:
+                       spec: GenerationSpec | None = None, generation_batch_size: int | None = None) -> list[dict]:
     """evaluate_cases (batched, with alternatives) over consecutive chunks of cases, concatenated; with a
-    generation `spec` each item also carries its generation-protocol fields (generate_cases)."""
+    generation `spec` each item also carries its generation-protocol fields (generate_cases, generation_batch_size
+    rows at a time; None: batch_size)."""
     per_case: list[dict] = []
     for part in case_chunks(len(cases), chunk_cases):
         edit_arg = edit_batch_fn(lm, edits, device, part) if edit_batch_fn else edits[part.start: part.stop]
@@ -55,7 +56,8 @@ def evaluate_in_chunks(lm, cases: list[dict], edits: list, device, batch_size: i
                                 mode="batched", alternatives=True, max_length=eval_cfg["max_length"],
                                 pre_from=chunk_pre, long_id_passages=eval_cfg["long_id_passages"])
         if spec is not None:
-            generated = generate_cases(lm.model, lm.tokenizer, lm.arch, chunk, edit_arg, batch_size, device, spec,
+            generated = generate_cases(lm.model, lm.tokenizer, lm.arch, chunk, edit_arg,
+                                       generation_batch_size or batch_size, device, spec,
                                        long_id_passages=eval_cfg["long_id_passages"], pre_from=chunk_pre)
             scored = merge_protocols(scored, generated)
         per_case += scored
@@ -88,7 +90,7 @@ def evaluate_split(cfg: dict, edits_path: Path, out_dir: Path, method: str, edit
     device = resolve_device(hw["device"])
     per_case = evaluate_in_chunks(lm, cases, edits, device, hw["batch_size"], cfg["eval"], edit_batch_fn,
                                   read_jsonl(pre_from) if pre_from else None, chunk_cases,
-                                  generation_spec(cfg["eval"], split))
+                                  generation_spec(cfg["eval"], split), cfg["eval"]["generation"]["batch_size"])
     # the evaluation stages' file names (eval_rome, eval_rep: robustedit.stages.EVALUATED)
     write_jsonl(out_dir / EVALUATED["results"].format(split=split), per_case)
     write_json(out_dir / EVALUATED["summary"].format(split=split),
