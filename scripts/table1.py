@@ -4,7 +4,9 @@
         results/<model>/eval_rome/<hash>/test.summary.json ...
 Rows, once per protocol: the unedited model (pre-edit scores) and each method; after each method of a model
 other than ROME and Unedited, a row "<method> − ROME": the paired difference to ROME under the same protocol
-on the cases both rows cover (n_cases: all of ROME's for ROME+REP, EREN's seeded subset for EREN).
+on the cases both rows cover (n_cases: all of ROME's for ROME+REP, EREN's seeded subset for EREN). Last, for
+each method scored under both protocols, a row of protocol "generation − teacher_forced": its generation
+score minus its teacher-forced score, paired on the same cases (what the protocol alone changes).
 Protocols: "teacher_forced" (exact_match@1 unless --metric says otherwise; locality_agreement@1) and
 "generation" (--generation-metric, generation_match@1 by default; locality generation_unchanged@1; EREN's
 generation-based scorer), each micro-averaged (the REP paper's) unless --aggregation picks another. A
@@ -25,14 +27,15 @@ from robustedit.analysis.bootstrap import LEVEL, N_BOOT
 from robustedit.analysis.tables import write_csv
 from robustedit.io import atomic_path, read_json, read_jsonl
 from robustedit.pipeline.tables import (
-    AGGREGATION, GENERATION_METRIC, METRIC, METRIC_COLUMNS, MINUS, ROME, TABLE1_CSV, markdown, protocol_of,
-    sibling, table1_rows,
+    AGGREGATION, GENERATION_METRIC, METRIC, METRIC_COLUMNS, MINUS, PROTOCOL_GAP, ROME, TABLE1_CSV, markdown,
+    protocol_gap_rows, protocol_of, scored_rows, sibling, table1_rows,
 )
 
 MD_COLUMNS = ["model", "method", "protocol", "n_cases", *METRIC_COLUMNS, "metric", "aggregation", "split"]
 NOTE = (f"Cells: value [{LEVEL:.0%} interval], a seeded case-level percentile bootstrap ({N_BOOT} resamples of "
         f"the cases, every item kept with its case). Rows \"<method>{MINUS}{ROME}\": the paired difference on the "
-        f"n_cases cases both rows cover, the same resampled cases for both.")
+        f"n_cases cases both rows cover, the same resampled cases for both. Rows of protocol \"{PROTOCOL_GAP}\": "
+        f"the method's generation score minus its teacher-forced score, paired on the same cases.")
 
 
 def main() -> None:
@@ -51,11 +54,13 @@ def main() -> None:
             print(f"{path}: {summary['method']} skipped ({summary['skipped']})")
             continue
         entries.append((summary, read_jsonl(sibling(path))))
-    rows = []
+    rows, scored = [], {}
     for protocol, metric in (("teacher_forced", args.metric), ("generation", args.generation_metric)):
         key = f"post/{metric}/{args.aggregation}"
         chosen = [(s, r) for s, r in entries if key in s["summaries"] and protocol_of(s["summaries"][key]) == protocol]
-        rows += table1_rows(chosen, metric, args.aggregation)
+        scored[protocol] = scored_rows(chosen, metric, args.aggregation)
+        rows += table1_rows(chosen, metric, args.aggregation, scored[protocol])
+    rows += protocol_gap_rows(scored["teacher_forced"], scored["generation"], args.aggregation)
     write_csv(args.out_csv, rows, TABLE1_CSV)
     md = markdown(rows, MD_COLUMNS, METRIC_COLUMNS) + ["", NOTE]
     with atomic_path(args.out_md) as tmp:

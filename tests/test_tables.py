@@ -124,11 +124,12 @@ def test_table1_has_intervals_and_paired_differences_to_rome(table1):
     rows, md, out = table1
     assert out.read_text().splitlines()[0].split(",") == TABLE1_CSV
     tf, gen = "teacher_forced", "generation"
+    gap = "generation − teacher_forced"
     assert [(r["method"], r["protocol"]) for r in rows] == [
         ("Unedited", tf), ("ROME", tf), ("ROME+REP", tf), ("ROME+REP − ROME", tf), ("EREN", tf), ("EREN − ROME", tf),
         ("Unedited", gen), ("ROME", gen), ("ROME+REP", gen), ("ROME+REP − ROME", gen), ("EREN", gen),
-        ("EREN − ROME", gen)]
-    assert [r["n_cases"] for r in rows] == (["12"] * 4 + ["8", "8"]) * 2  # EREN: paired on its 8 cases
+        ("EREN − ROME", gen), ("Unedited", gap), ("ROME", gap), ("ROME+REP", gap), ("EREN", gap)]
+    assert [r["n_cases"] for r in rows] == (["12"] * 4 + ["8", "8"]) * 2 + ["12"] * 3 + ["8"]  # EREN: its 8 cases
     by = {(r["method"], r["protocol"]): r for r in rows}
     for r in rows:
         for col in METRIC_COLUMNS:
@@ -153,6 +154,12 @@ def test_table1_has_intervals_and_paired_differences_to_rome(table1):
     # EREN teacher-forced: success hits on item 0 of the odd cases (4 of 8), i.e. a quarter of the items
     assert by["EREN", tf]["metric"] == "exact_match@1+locality_agreement@1" and by["EREN", tf]["success"] == "25"
     assert by["EREN", gen]["success"] == "50" and by["EREN", tf]["locality"] == "100"
+    # the protocol gap: generation − teacher-forced on the same cases (ROME: 1/6 of the items vs 1/3)
+    assert float(by["ROME", gap]["success"]) == pytest.approx(100 / 6 - 100 / 3, abs=1e-4)
+    assert float(by["ROME", gap]["success_lo"]) <= float(by["ROME", gap]["success"]) <= 0
+    assert by["EREN", gap]["success"] == "25" and by["EREN", gap]["metric"] == \
+        "eren_answer_match@1+eren_output_unchanged@1 − exact_match@1+locality_agreement@1"
+    assert "| m | ROME | generation − teacher_forced | 12 | -16.7 [" in md
     assert "| m | ROME | teacher_forced | 12 | 33.3 [" in md
     assert "| ROME+REP − ROME | teacher_forced | 12 | 0.0 [0.0, 0.0] |" in md
     assert "case-level percentile bootstrap (2000 resamples" in md

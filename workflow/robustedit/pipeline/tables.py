@@ -179,16 +179,25 @@ def difference_row(row: dict, base: dict, aggregation: str, columns: Sequence[st
             "n_cases": len(common), **interval_cells(diff, columns), "metric": metric}
 
 
-def table1_rows(entries: Sequence[tuple[dict, Sequence[dict]]], metric: str = METRIC,
+def scored_rows(entries: Sequence[tuple[dict, Sequence[dict]]], metric: str = METRIC,
                 aggregation: str = AGGREGATION) -> list[dict]:
-    """Rows of (summary, per-case results) pairs in order, each (model, method) once; after every method row
-    of a model other than ROME and Unedited, its paired difference to that model's ROME row."""
+    """Score rows (with their CaseSums under "_table") of (summary, per-case results) pairs in order, each
+    (model, method) once (the unedited row of a model appears once)."""
     rows, seen = [], set()
     for summary, per_case in entries:
         for row in table1_entries(summary, per_case, metric, aggregation):
-            if (row["model"], row["method"]) not in seen:  # the unedited row of a model appears once
+            if (row["model"], row["method"]) not in seen:
                 seen.add((row["model"], row["method"]))
                 rows.append(row)
+    return rows
+
+
+def table1_rows(entries: Sequence[tuple[dict, Sequence[dict]]], metric: str = METRIC,
+                aggregation: str = AGGREGATION, scored: list[dict] | None = None) -> list[dict]:
+    """Rows of (summary, per-case results) pairs in order, each (model, method) once; after every method row
+    of a model other than ROME and Unedited, its paired difference to that model's ROME row. `scored`: the
+    score rows, when the caller already has them (scored_rows)."""
+    rows = scored_rows(entries, metric, aggregation) if scored is None else scored
     rome = {r["model"]: r for r in rows if r["method"] == ROME}
     out = []
     for row in rows:
@@ -197,6 +206,23 @@ def table1_rows(entries: Sequence[tuple[dict, Sequence[dict]]], metric: str = ME
             diff = difference_row(row, rome[row["model"]], aggregation, METRIC_COLUMNS)
             if diff is not None:
                 out.append(diff)
+    return out
+
+
+PROTOCOL_GAP = "generation − teacher_forced"  # the protocol column of a row comparing a method's two protocols
+
+
+def protocol_gap_rows(teacher_forced: Sequence[dict], generation: Sequence[dict],
+                      aggregation: str = AGGREGATION) -> list[dict]:
+    """For every (model, method) scored under both protocols (scored_rows of each), its generation score minus
+    its teacher-forced score on the same cases, paired: what the protocol alone changes."""
+    tf = {(r["model"], r["method"]): r for r in teacher_forced}
+    out = []
+    for row in generation:
+        base = tf.get((row["model"], row["method"]))
+        diff = None if base is None else difference_row(row, base, aggregation, METRIC_COLUMNS)
+        if diff is not None:
+            out.append({**diff, "method": row["method"], "protocol": PROTOCOL_GAP})
     return out
 
 
