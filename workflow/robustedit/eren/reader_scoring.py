@@ -58,6 +58,14 @@ def answer_ids(reader, prompt: str, target: str, where: str = "") -> tuple[list[
     return prompt_ids, target_ids
 
 
+def _read(logits: torch.Tensor, targets: list[list[int]], starts: list[int]) -> list[ItemScore]:
+    """ItemScores of row r's answer read at positions starts[r] .. starts[r] + len(targets[r]) - 1."""
+    rows = torch.cat([torch.full((len(t),), r, dtype=torch.long) for r, t in enumerate(targets)])
+    cols = torch.cat([torch.arange(a, a + len(t)) for a, t in zip(starts, targets)])
+    flat = torch.as_tensor([x for t in targets for x in t], dtype=torch.long, device=logits.device)
+    return scores_from_logits(logits[rows.to(logits.device), cols.to(logits.device)], flat, [len(t) for t in targets])
+
+
 @torch.no_grad()
 def _causal_batch(reader: ChatReader, prompts: list[list[int]], targets: list[list[int]]) -> list[ItemScore]:
     ids, mask = left_pad([p + t for p, t in zip(prompts, targets)], reader.pad_id, reader.device)
@@ -65,11 +73,7 @@ def _causal_batch(reader: ChatReader, prompts: list[list[int]], targets: list[li
     logits = reader.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
                           logits_to_keep=keep).logits
     # row r's answer fills its last len(t) positions, so they are read at keep-1-len(t) .. keep-2
-    rows = torch.cat([torch.full((len(t),), r, dtype=torch.long) for r, t in enumerate(targets)])
-    cols = torch.cat([torch.arange(keep - 1 - len(t), keep - 1) for t in targets])
-    flat = torch.as_tensor([x for t in targets for x in t], dtype=torch.long, device=reader.device)
-    return scores_from_logits(logits[rows.to(reader.device), cols.to(reader.device)], flat,
-                              [len(t) for t in targets])
+    return _read(logits, targets, [keep - 1 - len(t) for t in targets])
 
 
 @torch.no_grad()
@@ -81,11 +85,7 @@ def _seq2seq_batch(reader: Seq2SeqReader, prompts: list[list[int]], targets: lis
     dec, dec_mask = right_pad([[start] + t[:-1] for t in targets], pad_id=reader.pad_id, device=reader.device)
     logits = reader.model(input_ids=ids, attention_mask=mask, decoder_input_ids=dec,
                           decoder_attention_mask=dec_mask).logits
-    rows = torch.cat([torch.full((len(t),), r, dtype=torch.long) for r, t in enumerate(targets)])
-    cols = torch.cat([torch.arange(len(t)) for t in targets])
-    flat = torch.as_tensor([x for t in targets for x in t], dtype=torch.long, device=reader.device)
-    return scores_from_logits(logits[rows.to(reader.device), cols.to(reader.device)], flat,
-                              [len(t) for t in targets])
+    return _read(logits, targets, [0] * len(targets))
 
 
 def score_answer_ids(reader, prompts: Sequence[Sequence[int]], targets: Sequence[Sequence[int]]) -> list[ItemScore]:
