@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from conftest import tiny_llama
+from test_rome_core import CASES, spd
 from robustedit.errors import ConfigError
 from robustedit.hooks import capture_input
 from robustedit.memit import (alphaedit_solver, memit_solver, null_space_projector, residual_targets,
@@ -22,12 +23,7 @@ from robustedit.tokens import encode_with_span
 ARCH = Architecture("llama", 4)
 LAYERS = [1, 2]
 TEMPLATES = ["{}", "The man said. {}", "Because it rained all day. {}"]
-REQUESTS = [
-    {"case_id": 11, "prompt": "The mother tongue of Danielle Darrieux is", "subject": "Danielle Darrieux",
-     "target_new": "English"},
-    {"case_id": 12, "prompt": "Toko Yasuda, the", "subject": "Toko Yasuda", "target_new": "guitar player"},
-    {"case_id": 13, "prompt": "Apple A5 was created by", "subject": "Apple A5", "target_new": "Google"},
-]
+REQUESTS = CASES  # test_rome_core's three requests
 # a tiny random model's v_init is tiny: small steps and a loose clamp let v* move (as tests/test_rome_core.py)
 HP = ROMEHyperParams(v_num_grad_steps=4, v_lr=0.05, v_weight_decay=1e-6, clamp_norm_factor=1000.0,
                      early_stop_loss=None, context_template_length_params=((5, 2),),
@@ -37,12 +33,6 @@ HP = ROMEHyperParams(v_num_grad_steps=4, v_lr=0.05, v_weight_decay=1e-6, clamp_n
 @pytest.fixture(scope="module")
 def model(llama_tok):
     return tiny_llama(len(llama_tok), seed=7).double()
-
-
-def spd(dim: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    a = torch.randn(dim, 3 * dim, generator=g, dtype=torch.float64)
-    return a @ a.T / (3 * dim)
 
 
 # ---------------------------------------------------------------- plain reference
