@@ -52,6 +52,7 @@ def test_stage_hash_examples():
     (["hardware.dtype=int8"], "hardware.dtype: 'int8' is not one of"),
     (["data.splits=[train]"], "data.splits: split 'train' is not in data.split_files"),  # any key of it
     (["eval.report_split=heldout"], "eval.report_split: split 'heldout' is not in data.split_files"),
+    (["eval.generation.skip_splits=[vaild]"], "eval.generation.skip_splits: split 'vaild' is not in data.split_files"),
     (["data.rephrase.prompt=no placeholder"], "data.rephrase.prompt"),
     (["model.family=gpt2"], "model.family: 'gpt2' is not one of"),
     (["+rome.foo=1"], "rome.foo: unknown key"),  # every fixed group is closed (conf/schema.json)

@@ -120,10 +120,10 @@ def test_chunk_size_follows_the_byte_budget():
 
 
 def test_chunked_generation_equals_unchunked_and_merges_both_protocols(rep_setup):
-    """On a split eval.generation lists, every item carries both protocols' fields; the continuations do not
+    """On a split eval.generation does not skip, every item carries both protocols' fields; the continuations do not
     depend on the chunking, and eval_rep's run reuses the unedited continuations of eval_rome's."""
     lm, cases, edits, paths = rep_setup
-    gen_cfg = {"enabled": True, "splits": ["test"], "margin": 2, "stop_strings": ["\n"]}
+    gen_cfg = {"enabled": True, "skip_splits": ["valid"], "margin": 2, "stop_strings": ["\n"]}
     assert evaluate.generation_spec({"generation": gen_cfg}, "valid") is None  # valid: teacher forcing alone
     assert evaluate.generation_spec({"generation": {**gen_cfg, "enabled": False}}, "test") is None
     spec = evaluate.generation_spec({"generation": gen_cfg}, "test")

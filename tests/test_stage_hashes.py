@@ -25,8 +25,8 @@ from conftest import REPO, model_dir
 from robustedit.errors import ConfigError
 from robustedit.manifest import DataStore, only_files, sha256_file
 from robustedit.rome.hparams import ROMEHyperParams
-from robustedit.stages import (ALWAYS_READABLE, NOT_HASHED, OPTIONAL, READ_BY_NO_STAGE, SPLIT_FILES, STAGES,
-                               hashed_keys, leaves, per_split, stage_reads)
+from robustedit.stages import (ALWAYS_READABLE, NOT_HASHED, OPTIONAL, READ_BY_NO_STAGE, SPLIT_FILES, SPLIT_LISTS,
+                               STAGES, hashed_keys, leaves, lookup, per_split, stage_reads)
 from robustedit.hashing import data_files, stage_config, stage_hash
 from robustedit.stage_view import stage_view, StageReadError
 
@@ -55,7 +55,11 @@ def changed(cfg: dict) -> set[str]:
 
 
 def perturbed(key: str, value):
-    """Another valid-looking value of the same kind (a data file: another vendored file)."""
+    """Another valid-looking value of the same kind (a data file: another vendored file; a list of splits:
+    BASE's split added or removed, what the split's directories see of it)."""
+    if key in SPLIT_LISTS:
+        split = BASE["job"]["split"]
+        return [s for s in value if s != split] if split in value else [*value, split]
     if under(key, FILE_PREFIXES) and not isinstance(value, list):
         return next(f for f in sorted(MANIFEST) if f != value)
     if isinstance(value, bool):
@@ -116,6 +120,15 @@ def test_speed_only_and_job_keys_change_no_directory():
                    "eren.encoder_batch_size=8", "eren.faiss_device=gpu", "data.splits=[valid]",
                    "job.split=valid", "++job.fresh=true", "paths.results=elsewhere", "paths.models=other"])
     assert changed(cfg) == set()
+
+
+@pytest.mark.parametrize("key", SPLIT_LISTS)
+def test_a_list_of_splits_moves_only_the_directories_of_the_splits_it_adds_or_drops(key):
+    """eval.generation.skip_splits=[valid, test] reruns test's evaluations, not valid's (still skipped)."""
+    listed = with_leaf(BASE, key, [*lookup(BASE, key), "test"])
+    assert changed(listed) == set()  # valid's directories
+    test = with_split(BASE, "test")
+    assert {s for s in STAGES if stage_hash(with_split(listed, "test"), s) != stage_hash(test, s)} == hashed_by(key)
 
 
 # ------------------------------------------------------------------------------------------ the probes

@@ -52,8 +52,7 @@ NOTEBOOK = {"index": "{eren_dataset}/index.faiss", "notes": "{eren_dataset}/note
 STAGES: dict[str, Stage] = {
     # the converted weights (scripts/prepare_model.py; resources/models/<name>, not a hashed directory)
     "model": Stage(("model.name", "model.source", "model.rope_theta")),
-    # the robustness cases: the whole data group (data.splits only selects jobs: NOT_HASHED), of data.split_files
-    # only the job's own split (per_split below)
+    # the robustness cases: the data group (data.splits selects jobs: NOT_HASHED), of data.split_files one split
     "cases": Stage(("seed", "data", *LOADS_MODEL, *BATCHES), ("model",),
                    ("data.split_files", "data.pool_file", "data.patil_file", "data.long_context.local_files"),
                    files={"cases": "{split}.jsonl", "stats": "{split}.stats.json"}),
@@ -120,10 +119,9 @@ STAGES: dict[str, Stage] = {
 }
 
 # Keys a stage may read that no hash covers, each with the reason its value cannot change a result.
-# "Speed only" means the same computation in other batches or with other bookkeeping: results agree to
-# floating-point rounding (batched kernels and summation order; e.g. mom2.pt moves by ~1e-9 relative
-# between stats.checkpoint_every=2 and 500, as between two stats.batch_tokens), never a different method.
-# Byte-identical reruns need the same values of these, as of the thread count and the machine.
+# "Speed only": the same computation in other batches or bookkeeping, results equal to floating-point rounding
+# (batched kernels, summation order: mom2.pt moves ~1e-9 relative between stats.checkpoint_every=2 and 500),
+# never another method. Byte-identical reruns need the same values of these, thread count and machine.
 NOT_HASHED: dict[str, str] = {
     "hardware.threads": "speed only: torch threads",
     "hardware.batch_size": "speed only: prompts per forward pass (padded rows are masked)",
@@ -171,8 +169,9 @@ READ_BY_NO_STAGE: dict[str, str] = {
 # Splits. A stage that consumes the cases (or builds them) writes one set of <split>.* files per split, and
 # each split has its own directory: of data.split_files its hash covers only the job's split, by the name and
 # the sha256 of its file (not its path: a moved identical file keeps its directories), so adding a split or
-# editing another split's file never moves a split's directories. Every other data key is hashed as before.
-SPLIT_FILES = "data.split_files"
+# editing another split's file never moves a split's directories. For the same reason a key listing splits
+# (SPLIT_LISTS) is hashed, in a split's directory, as whether it lists that split.
+SPLIT_FILES, SPLIT_LISTS = "data.split_files", ("eval.generation.skip_splits",)
 # Config subtrees whose files may be the user's own, named by path outside paths.data (manifest.user_path):
 # hashed by the sha256 of their content, computed instead of looked up in MANIFEST.json
 USER_FILE_KEYS = (SPLIT_FILES, "eren.data")
@@ -296,5 +295,6 @@ def hashed_keys(cfg: Mapping[str, Any], stage: str, split: str | None = None) ->
         if prefix in OPTIONAL and not _has(cfg, prefix):
             continue
         found.update(leaves(lookup(cfg, prefix), prefix))
-    return {k: v for k, v in sorted(found.items()) if not is_under(k, NOT_HASHED) and not other_split(k, split)
+    return {k: split in v if k in SPLIT_LISTS and split else v for k, v in sorted(found.items())
+            if not is_under(k, NOT_HASHED) and not other_split(k, split)
             and not (is_under(k, [SPLIT_FILES]) and v is not None and names_file(k))}

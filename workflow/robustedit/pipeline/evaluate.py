@@ -20,9 +20,9 @@ GENERATION_METRICS = ("generation_match", "generation_span")  # generation; loca
 
 
 def generation_spec(eval_cfg: dict, split: str) -> GenerationSpec | None:
-    """The stop rule of eval.generation, or None when the split is not generated for (off, or not listed)."""
+    """The stop rule of eval.generation, or None when the split is not generated for (off, or skipped)."""
     gen = eval_cfg["generation"]
-    if not gen["enabled"] or split not in gen["splits"]:
+    if not gen["enabled"] or split in gen["skip_splits"]:
         return None
     return GenerationSpec(gen["margin"], tuple(gen["stop_strings"]))
 
