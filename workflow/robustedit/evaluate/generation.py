@@ -29,6 +29,7 @@ from ..errors import ConfigError, RecordError
 from ..metrics import Continuation, metrics_of
 from ..tokens import target_token_ids
 from .items import build_items
+from .scoring import length_batches
 from .suite import as_edit_batch
 
 
@@ -98,10 +99,10 @@ def generate_rows(model, prompts: Sequence[Sequence[int]], budgets: Sequence[int
     if any(b < 1 for b in budgets) or any(not p for p in prompts):
         raise ConfigError("every generated row needs a non-empty prompt and a budget >= 1")
     cases = torch.as_tensor(list(row_case) if row_case is not None else [0] * len(prompts), dtype=torch.long)
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths share a batch
     out: list[list[int]] = [[] for _ in prompts]
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+    # similar lengths share a batch, as in teacher forcing: padding never exceeds half a batch's prompt tokens
+    # (in rows of 128 sorted by length, the long contexts' batch padded every short prompt to ~400 tokens)
+    for idx in length_batches([len(p) for p in prompts], batch_size):
         new = _generate_batch(model, [prompts[i] for i in idx], [budgets[i] for i in idx], device, pad_id, eos,
                               stopped, row_context, cases[idx].to(device))
         for i, row in zip(idx, new):
