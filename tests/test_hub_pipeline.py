@@ -25,7 +25,7 @@ TINY = (f"model.n_layers={EDIT_LAYERS} model.layer=1 hardware.dtype=bfloat16 dat
         "data.max_cases=3 data.splits=[valid] eval.report_split=valid stats.n_samples=40 rome.v_num_grad_steps=6 "
         "rome.templates.length_params=[[5,5]] rep.train.steps=3 rep.sweep_thresholds=[0.9] "
         f"data.long_context.n_held=2 eren.reader={READER} eren.suite.n_cases=1 "
-        "eren.suite.groups=[success,locality,rephrase_id,shuffle_ood]")
+        "eren.suite.groups=[success,locality,rephrase_id,shuffle_ood] eval.generation.skip_splits=[]")
 
 
 @pytest.fixture(scope="module")
