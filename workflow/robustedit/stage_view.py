@@ -25,8 +25,8 @@ class StageView(dict):
         full = f"{self.path}.{key}" if self.path else str(key)
         raise StageReadError(
             f"stage {self.stage!r} read config key {full!r}, which its directory hash does not cover: add it to "
-            f"the stage's reads in workflow/robustedit/stages.py (or to NOT_HASHED, saying why it cannot "
-            f"change a result)")
+            f"the stage's reads in workflow/robustedit/stages.py (or to NOT_HASHED in robustedit/unhashed.py, saying "
+            f"why it cannot change a result)")
 
     def __missing__(self, key):
         if key in self.hidden:
