@@ -15,7 +15,7 @@ ROOT = "robustedit"
 # Lowest first. A module may import from its own subpackage, from the top-level modules
 # (robustedit/*.py: errors, tokens, hooks, batching, edits, readout, ...), which import only each other,
 # and from subpackages of lower layers.
-LAYERS = ("models", "rome", "memit", "rep", "evaluate", "eren", "analysis", "data", "pipeline")
+LAYERS = ("models", "rome", "memit", "rep", "evaluate", "eren", "sequential", "analysis", "data", "pipeline")
 
 MAX_LINES = 300
 LONG_MODULES = {  # module: why it may be longer (delete the entry once it is split)

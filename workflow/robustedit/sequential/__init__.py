@@ -1,0 +1,8 @@
+"""Many edits: the sequential protocol (robustedit.sequential.protocol) and the editors that write each edit
+into the weights of the model as already edited (robustedit.sequential.editors)."""
+from .editors import (SEQUENTIAL_EDITORS, AlphaEditSequential, MEMITSequential, ROMESequential, SequentialEditor,
+                      weights_restored)
+from .protocol import ALL, edit_counts, edit_order, request_of, run_sequence
+
+__all__ = ["ALL", "SEQUENTIAL_EDITORS", "AlphaEditSequential", "MEMITSequential", "ROMESequential",
+           "SequentialEditor", "edit_counts", "edit_order", "request_of", "run_sequence", "weights_restored"]
