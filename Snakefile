@@ -20,6 +20,7 @@ include: "rules/tables.smk"
 include: "rules/analysis.smk"
 include: "rules/eren.smk"
 include: "rules/tracking.smk"
+include: "rules/sequential.smk"
 
 
 rule all:

@@ -5,17 +5,25 @@ K_p K_pᵀ is what the reference's cache_c holds and keeps the preserved keys' o
 from __future__ import annotations
 
 import copy
+import re
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from test_memit import ARCH, HP, TEMPLATES
 from test_rome_core import CASES, spd
-from conftest import tiny_llama
+from conftest import REPO, tiny_llama
 from robustedit.edits import apply_rank_one
 from robustedit.errors import ConfigError, RecordError
 from robustedit.memit import (alphaedit_solver, memit_keys, memit_solver, null_space_projector, residual_targets,
                               spread_update)
+from robustedit.hashing import stage_hash
+from robustedit.models.arch import Architecture
+from robustedit.pipeline.config import compose
+from robustedit.pipeline.sequential_config import at_layer, memit_layers, moment_layers
+from robustedit.pipeline.stage import stage_file
 from robustedit.rome import execute_rome_detailed
 from robustedit.sequential import SEQUENTIAL_EDITORS, edit_counts, edit_order, run_sequence
 
@@ -149,3 +157,33 @@ def test_weights_come_back_after_a_failure_and_bad_input_is_refused_before_editi
         run_sequence(model, ARCH, editor("memit", llama_tok, model, LAYERS), CASES, [1, 3], lambda m, c: 0, batch=2)
     with pytest.raises(ConfigError, match="one layer"):
         editor("rome", llama_tok, model, LAYERS)
+
+
+def test_memit_layers_follow_the_rome_layer_unless_listed():
+    cfg = compose([])
+    assert cfg["model"]["layer"] == 4 and memit_layers(cfg) == [3, 4, 5, 6, 7]
+    assert moment_layers(cfg) == [3, 4, 5, 6, 7]  # ROME's layer 4 among them: its stats directory is shared
+    listed = compose(["eval.sequential.memit.layers=[1,2]", "eval.sequential.methods=[rome,alphaedit]"])
+    assert memit_layers(listed) == [1, 2] and moment_layers(listed) == [1, 2, 4]
+    with pytest.raises(ConfigError, match="outside the model's 30 layers"):
+        memit_layers(compose(["eval.sequential.memit.layers=[28,30]"]))
+    assert stage_hash(at_layer(cfg, 4), "stats") == stage_hash(cfg, "stats")
+    assert len({stage_hash(at_layer(cfg, x), "stats") for x in moment_layers(cfg)}) == 5
+
+
+def test_memit_on_a_family_it_does_not_support_is_refused_before_editing(llama_tok, model):
+    with pytest.raises(ConfigError, match="gemma3"):
+        SEQUENTIAL_EDITORS["memit"](tok=llama_tok, arch=Architecture("gemma3", 4), templates=TEMPLATES, hp=HP,
+                                    device="cpu", layers=LAYERS, moments={x: torch.eye(4) for x in LAYERS})
+
+
+def test_the_sequential_target_plans_a_stats_job_per_layer_and_one_sequential_eval(tmp_path):
+    cmd = [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--directory", str(REPO), "sequential",
+           "--config", f"overrides=paths.results={tmp_path}/results"]
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    cfg = compose([f"paths.results={tmp_path}/results"])
+    for x in moment_layers(cfg):
+        assert str(stage_file(at_layer(cfg, x), "stats", "moment")) in res.stdout, x
+    assert str(stage_file(cfg, "sequential_eval", "summary", "test")) in res.stdout
+    assert re.search(r"^stats\s+5$", res.stdout, re.M) and re.search(r"^sequential_eval\s+1$", res.stdout, re.M)

@@ -101,6 +101,12 @@ STAGES: dict[str, Stage] = {
                                   "scan": "{split}.scan.json"}),
     "fig_values": Stage((*LOADS_MODEL, *BATCHES), ("rome",),
                         files={"values": "{split}.values.csv"}),
+    # the sequential protocol (robustedit.sequential): each eval.sequential method's edits accumulated over the
+    # split's cases, the suite after every checkpoint N; MEMIT's layers' moments are stats at model.layer=<l>
+    "sequential_eval": Stage(("seed", "rome", "model.layer", "eval.sequential", "eval.max_length",
+                              "eval.long_id_passages", *LOADS_MODEL, *BATCHES), ("cases", "stats", "templates"),
+                             files={"results": "{split}.sequential.results.jsonl",
+                                    "summary": "{split}.sequential.summary.json"}),
     # EREN. The notebooks: encoder, index kind and the data sets' statements
     "eren_index": Stage(("eren.index", "eren.data", *ENCODES), (), ("eren.data",),
                         files={"report": "index.json", **NOTEBOOK}),

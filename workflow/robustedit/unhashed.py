@@ -21,6 +21,7 @@ NOT_HASHED: dict[str, str] = {
     "eren.encoder_batch_size": "speed only: sentences per encoder forward pass",
     "eren.faiss_device": "speed only: exact (flat) search returns the same notes on the CPU or a GPU",
     "data.splits": "job selection: which splits get a cases job, not what a split's cases are",
+    "eval.sequential.split": "job selection: which split's sequential_eval job the `sequential` target runs",
     "data.rephrase.cache_dir": "location of the rephrase cache (keyed by backend, model and prompt)",
     "data.rephrase.allow_generate": "a cache miss becomes an error instead of a generation: same cases or none",
     "data.rephrase.api.api_key_env": "the name of the environment variable that holds the API key",

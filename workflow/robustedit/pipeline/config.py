@@ -13,7 +13,8 @@ from robustedit.pipeline.paths import CONF, REPO, conf_dir  # noqa: F401  (re-ex
 
 # Keys naming the splits that gathering targets read (Table 1 and EREN's suite row, the gate-threshold
 # ablation, REP's setting search, the analysis figures): each must also be built (in data.splits) by its run
-GATHERED_SPLIT_KEYS = ("eval.report_split", "rep.sweep_splits", "rep.search.split", "analysis.split")
+GATHERED_SPLIT_KEYS = ("eval.report_split", "rep.sweep_splits", "rep.search.split", "analysis.split",
+                       "eval.sequential.split")
 # Keys naming splits: each must be a key of data.split_files
 SPLIT_NAME_KEYS = ("data.splits", "eval.splits", "eval.generation.skip_splits", *GATHERED_SPLIT_KEYS)
 

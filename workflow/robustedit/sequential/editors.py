@@ -24,7 +24,7 @@ import torch
 
 from ..edits import apply_rank_one
 from ..errors import ConfigError
-from ..memit import alphaedit_solver, memit_solver, null_space_projector, residual_targets, spread_update
+from ..memit import alphaedit_solver, check_layers, memit_solver, null_space_projector, residual_targets, spread_update
 from ..rome.compute_u import MomentSolver
 from ..rome.execute import execute_rome_detailed
 from ..rome.hparams import ROMEHyperParams
@@ -89,6 +89,9 @@ class ROMESequential(SequentialEditor):
 class MEMITSequential(SequentialEditor):
     mom2_update_weight: float = 15000.0  # MEMIT's λ for Llama-like models (kmeng01/memit, EasyEdit)
 
+    def __post_init__(self):
+        check_layers(self.arch, self.layers)  # a family MEMIT does not support fails before any edit
+
     def _solver(self):
         return memit_solver(self.moments, self.mom2_update_weight)
 
@@ -119,6 +122,7 @@ class AlphaEditSequential(MEMITSequential):
     previous: dict[int, torch.Tensor] = field(default_factory=dict)  # K_p K_pᵀ per layer
 
     def __post_init__(self):
+        super().__post_init__()
         self._projectors = {layer: null_space_projector(self.moments[layer], self.nullspace_threshold)
                             for layer in self.layers}
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import random
 from typing import Callable, Sequence, TypeVar
 
+import torch
+
 from ..errors import ConfigError
 from ..rome.execute import validate_request
 from .editors import SequentialEditor, weights_restored
@@ -48,6 +50,13 @@ def request_of(case: dict) -> dict:
     return {k: case[k] for k in ("case_id", "prompt", "subject", "target_new")}
 
 
+def check_finite(model, arch, layers: Sequence[int], case_ids: Sequence) -> None:
+    for layer in layers:
+        if not torch.isfinite(arch.module(model, "down_proj", layer).weight).all():
+            raise FloatingPointError(f"the edit of case_id(s) {list(case_ids)} wrote non-finite weights into "
+                                     f"layer {layer}; nothing is saved")
+
+
 def run_sequence(model, arch, editor: SequentialEditor, cases: Sequence[dict], checkpoints: Sequence[int],
                  score: Callable[[object, Sequence[dict]], T], batch: int = 1) -> dict[int, T]:
     """Apply the cases' edits in order, `batch` per update (1: every edit sees all earlier ones; MEMIT and
@@ -60,7 +69,9 @@ def run_sequence(model, arch, editor: SequentialEditor, cases: Sequence[dict], c
         done = 0
         for n in sorted(checkpoints):
             while done < n:
-                editor.apply(model, requests[done: min(done + batch, n)])
-                done = min(done + batch, n)
+                chunk = requests[done: min(done + batch, n)]
+                editor.apply(model, chunk)
+                check_finite(model, arch, editor.layers, [r["case_id"] for r in chunk])
+                done += len(chunk)
             out[n] = score(model, cases[:n])
     return out

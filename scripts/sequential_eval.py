@@ -1,0 +1,22 @@
+"""Stage `sequential_eval`: the sequential protocol on a split (robustedit.pipeline.sequential).
+
+    python scripts/sequential_eval.py job.split=test
+Writes <stage dir>/<split>.sequential.results.jsonl (per method, checkpoint N and edited case: its items'
+metrics with all N edits in the weights, and the unedited model's under "pre") and
+<split>.sequential.summary.json (every metric x aggregation per method and N, the edit order, the seconds).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from robustedit.pipeline.sequential import sequential_split
+from robustedit.pipeline.stage import stage_app
+
+
+@stage_app("sequential_eval")
+def main(cfg: dict, out_dir: Path) -> None:
+    sequential_split(cfg, out_dir)
+
+
+if __name__ == "__main__":
+    main()
