@@ -138,7 +138,8 @@ def test_kl_prompt_is_a_configured_hashed_rome_hyperparameter():
     other = compose(["rome.kl_prompt='{} was'"])
     assert ROMEHyperParams.from_config(stage_view(other, "rome")["rome"]).kl_prompt == "{} was"
     # a new rome directory
-    assert changed(other) == {"rome", "eval_rome", "rep", "eval_rep", "rep_diagnostics", "fig_values"}
+    assert changed(other) == {"rome", "eval_rome", "rep", "eval_rep", "rep_diagnostics", "fig_values",
+                              "sequential_eval"}
     with pytest.raises(ConfigError, match="already at 'rome.kl_prompt'"):  # it exists: `+` cannot add it again
         compose(["+rome.kl_prompt='{} was'"])
 
@@ -256,7 +257,8 @@ TINY = ["data.splits=[valid]", "data.max_cases=2", "data.filter.enabled=false", 
         "analysis.n_random_pairs=3", "analysis.scan.tokens=300", "analysis.scan.window_words=30", "eren.n_records=1",
         "eren.methods=[unedited]", "eren.scaling.sizes=[20,50]", "eren.scaling.max_queries=5",
         "eren.scaling.n_latency=2", "eren.scaling.reader_queries=1", "eren.suite.n_cases=1",
-        "eren.suite.groups=[success,locality]", "job.split=valid"]  # per-split directories: the valid split's
+        "eren.suite.groups=[success,locality]", "eval.sequential.n_edits=[1,2]", "eval.sequential.memit.layers=[4]",
+        "job.split=valid"]  # per-split directories: the valid split's
 # (stage, script, job overrides) in dependency order: every stage with a directory
 # Every stage with a directory, run by its script (scripts/<stage>.py: one name for rule, script and stage)
 # with the job's own value
@@ -265,7 +267,7 @@ JOBS = [(stage, stage, args) for stage, args in [
     ("eval_rome", ["job.split=valid"]), ("rep", ["job.split=valid"]), ("eval_rep", ["job.split=valid"]),
     ("rep_diagnostics", ["job.split=valid"]), ("fig_keys", ["job.split=valid"]), ("fig_unrelated", ["job.split=valid"]),
     ("fig_values", ["job.split=valid"]), ("eren_index", []), ("eren_eval", ["job.dataset=cfh"]), ("eren_scaling", []),
-    ("eren_suite", ["job.split=valid"])]]
+    ("eren_suite", ["job.split=valid"]), ("sequential_eval", ["job.split=valid"])]]
 
 
 def tiny_model(folder: Path) -> None:
