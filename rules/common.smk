@@ -9,6 +9,7 @@ from snakemake_interface_executor_plugins.settings import DeploymentMethod
 from robustedit.errors import ConfigError
 from robustedit.pipeline.config import GATHERED_SPLIT_KEYS, compose, search_points, split_names
 from robustedit.pipeline.stage import model_dir, stage_dir, stage_file, with_split
+from robustedit.pipeline.sequential_config import at_layer, moment_layers
 from robustedit.pipeline.tables import table1_stem
 from robustedit.stages import STAGES, file_pattern, per_split
 from robustedit.hashing import stage_hash
@@ -250,3 +251,10 @@ def _one_run_per_hash(stage):
 def eren_reader(stage):
     """Input function: the prepared reader model (eren.reader) of the run behind a stage directory."""
     return lambda w: MODEL_SOURCE.format(model=RUN_OF[(stage, w.model, w.hash)]["eren"]["reader"])
+
+
+def sequential_moments(w):
+    """Input function of rules/sequential.smk: the second moment of every layer the job's methods edit (a stats
+    directory each)."""
+    cfg = RUN_OF[("sequential_eval", w.model, w.hash)]
+    return [stage_file(at_layer(cfg, x), "stats", "moment") for x in moment_layers(cfg)]

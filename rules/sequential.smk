@@ -1,7 +1,6 @@
 # Many edits (eval.sequential): each run's sequential_eval job on eval.sequential.split, its table and figure.
 # Not part of `all` (hours on a CPU at the default checkpoints): `snakemake --cores all sequential`.
 
-from robustedit.pipeline.sequential_config import at_layer, moment_layers
 
 # MEMIT's layers' second moments: the run again with model.layer=<layer>. Only stats reads the layer among
 # the stages sequential_eval consumes that way, so each layer adds one stats directory (ROME's layer: the run's).
@@ -14,12 +13,6 @@ for _ovr, _cfg in zip(RUNS, CFGS):
 
 SEQUENTIAL_SUMMARIES = [split_file(c, "sequential_eval", c["eval"]["sequential"]["split"], "summary") for c in CFGS]
 SEQUENTIAL_RESULTS = [split_file(c, "sequential_eval", c["eval"]["sequential"]["split"], "results") for c in CFGS]
-
-
-def sequential_moments(w):
-    """Input function: the second moment of every layer the job's methods edit (a stats directory each)."""
-    cfg = RUN_OF[("sequential_eval", w.model, w.hash)]
-    return [stage_file(at_layer(cfg, x), "stats", "moment") for x in moment_layers(cfg)]
 
 
 rule sequential_eval:

@@ -167,6 +167,7 @@ def test_memit_layers_follow_the_rome_layer_unless_listed():
     assert memit_layers(listed) == [1, 2] and moment_layers(listed) == [1, 2, 4]
     with pytest.raises(ConfigError, match="outside the model's 30 layers"):
         memit_layers(compose(["eval.sequential.memit.layers=[28,30]"]))
+    assert memit_layers(compose(["model.n_layers=4", "model.layer=1"])) == [0, 1, 2, 3]  # the default, within
     assert stage_hash(at_layer(cfg, 4), "stats") == stage_hash(cfg, "stats")
     assert len({stage_hash(at_layer(cfg, x), "stats") for x in moment_layers(cfg)}) == 5
 

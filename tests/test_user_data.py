@@ -39,7 +39,7 @@ def hashes(cfg: dict, split: str) -> dict[str, str]:
 
 def test_split_stages_are_those_that_build_or_consume_the_cases():
     assert set(SPLIT_STAGES) == {"cases", "rome", "eval_rome", "rep", "eval_rep", "rep_diagnostics", "fig_keys",
-                                 "fig_unrelated", "fig_values", "eren_suite"}
+                                 "fig_unrelated", "fig_values", "eren_suite", "sequential_eval"}
     with pytest.raises(ConfigError, match="stage 'cases' has one directory per split"):
         stage_hash(compose([]), "cases")  # no split named: an error, not some directory
     with pytest.raises(ConfigError, match="split 'nope' is not in data.split_files"):

@@ -8,12 +8,12 @@ MEMIT_LAYERS_BELOW, MEMIT_N_LAYERS = 1, 5  # eval.sequential.memit.layers=null: 
 
 
 def memit_layers(cfg: dict) -> list[int]:
-    """eval.sequential.memit.layers, or five layers from one below the ROME layer (EasyEdit's Llama-2 [4..8]
-    around ROME's 5)."""
+    """eval.sequential.memit.layers (a layer the model lacks is an error), or five layers from one below the
+    ROME layer (EasyEdit's Llama-2 [4..8] around ROME's 5), those the model has."""
     layers = cfg["eval"]["sequential"]["memit"]["layers"]
-    if layers is None:
+    if layers is None:  # the rule's layers, those the model has (a 4-layer test model: [0..3])
         start = cfg["model"]["layer"] - MEMIT_LAYERS_BELOW
-        layers = list(range(start, start + MEMIT_N_LAYERS))
+        return [x for x in range(start, start + MEMIT_N_LAYERS) if 0 <= x < cfg["model"]["n_layers"]]
     if min(layers) < 0 or max(layers) >= cfg["model"]["n_layers"]:
         raise ConfigError(f"eval.sequential.memit.layers {layers} is outside the model's {cfg['model']['n_layers']} "
                           f"layers (model.layer={cfg['model']['layer']})")
