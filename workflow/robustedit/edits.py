@@ -61,6 +61,24 @@ def restore(linear: nn.Linear, original: torch.Tensor) -> None:
 
 
 @contextlib.contextmanager
+def down_proj_restored(model, arch, layers: Sequence[int]) -> Iterator[None]:
+    """The down-projections of `layers` get their weights back, bit for bit, when the block exits."""
+    originals = {layer: arch.module(model, "down_proj", layer).weight.detach().clone() for layer in layers}
+    try:
+        yield
+    finally:
+        for layer, weight in originals.items():
+            restore(arch.module(model, "down_proj", layer), weight)
+
+
+def add_to_down_proj(model, arch, layer: int, delta: torch.Tensor) -> None:
+    """W_layer += delta, in the weight's device and dtype."""
+    weight = arch.module(model, "down_proj", layer).weight
+    with torch.no_grad():
+        weight.add_(delta.to(weight.device, weight.dtype))
+
+
+@contextlib.contextmanager
 def applied(linear: nn.Linear, edit: RankOneEdit) -> Iterator[None]:
     original = apply_rank_one(linear, edit)
     try:

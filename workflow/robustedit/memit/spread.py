@@ -30,6 +30,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 
 from ..batching import pad_id_of, right_pad
+from ..edits import add_to_down_proj, down_proj_restored
 from ..errors import ConfigError
 from ..hooks import capture_output, run_until, stop_after
 from ..rome.compute_u import left_vectors, mean_template_keys
@@ -128,19 +129,12 @@ def spread_update(model, tok, arch, requests: Sequence[dict], z_star: torch.Tens
     """Δ per layer [H, D] float64 that writes z* into `layers` (MEMIT's update loop); the model comes back
     with its original weights, bit for bit."""
     layers = check_layers(arch, layers)
-    originals = {layer: arch.module(model, "down_proj", layer).weight.detach().clone() for layer in layers}
     deltas: dict[int, torch.Tensor] = {}
-    try:
+    with down_proj_restored(model, arch, layers):
         for i, layer in enumerate(layers):
             K = memit_keys(model, tok, arch, layer, requests, templates, device, batch_rows)
             h = block_outputs(model, tok, arch, layers[-1], requests, device)
             R = ((z_star.to(h.device) - h) / (len(layers) - i)).T  # [H, B]: spread over the layers left
             deltas[layer] = solver(layer, K, R.to(K.device))
-            weight = arch.module(model, "down_proj", layer).weight
-            with torch.no_grad():
-                weight.add_(deltas[layer].to(weight.device, weight.dtype))
-    finally:
-        with torch.no_grad():
-            for layer, w in originals.items():
-                arch.module(model, "down_proj", layer).weight.copy_(w)
+            add_to_down_proj(model, arch, layer, deltas[layer])
     return deltas

@@ -1,8 +1,7 @@
 """Many edits: the sequential protocol (robustedit.sequential.protocol) and the editors that write each edit
 into the weights of the model as already edited (robustedit.sequential.editors)."""
-from .editors import (SEQUENTIAL_EDITORS, AlphaEditSequential, MEMITSequential, ROMESequential, SequentialEditor,
-                      weights_restored)
+from .editors import SEQUENTIAL_EDITORS, AlphaEditSequential, MEMITSequential, ROMESequential, SequentialEditor
 from .protocol import ALL, edit_counts, edit_order, request_of, run_sequence
 
 __all__ = ["ALL", "SEQUENTIAL_EDITORS", "AlphaEditSequential", "MEMITSequential", "ROMESequential",
-           "SequentialEditor", "edit_counts", "edit_order", "request_of", "run_sequence", "weights_restored"]
+           "SequentialEditor", "edit_counts", "edit_order", "request_of", "run_sequence"]

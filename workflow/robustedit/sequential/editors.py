@@ -2,7 +2,7 @@
 
     editor = SEQUENTIAL_EDITORS["rome"](tok=tok, arch=arch, templates=templates, hp=hp, device="cpu",
                                         layers=(4,), moments={4: C})
-    with weights_restored(model, arch, editor.layers):
+    with down_proj_restored(model, arch, editor.layers):  # robustedit.edits
         for request in requests:
             editor.apply(model, [request])
 
@@ -16,13 +16,12 @@ One editor holds one run's state (AlphaEdit's K_p K_pᵀ): make a new one per se
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import torch
 
-from ..edits import apply_rank_one
+from ..edits import add_to_down_proj, apply_rank_one
 from ..errors import ConfigError
 from ..memit import alphaedit_solver, check_layers, memit_solver, null_space_projector, residual_targets, spread_update
 from ..rome.compute_u import MomentSolver
@@ -30,23 +29,9 @@ from ..rome.execute import execute_rome_detailed
 from ..rome.hparams import ROMEHyperParams
 
 
-@contextlib.contextmanager
-def weights_restored(model, arch, layers: Sequence[int]) -> Iterator[None]:
-    """The down-projections of `layers` get their weights back, bit for bit, when the block exits."""
-    originals = {layer: arch.module(model, "down_proj", layer).weight.detach().clone() for layer in layers}
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for layer, weight in originals.items():
-                arch.module(model, "down_proj", layer).weight.copy_(weight)
-
-
 def _write(model, arch, deltas: Mapping[int, torch.Tensor]) -> None:
     for layer, delta in deltas.items():
-        weight = arch.module(model, "down_proj", layer).weight
-        with torch.no_grad():
-            weight.add_(delta.to(weight.device, weight.dtype))
+        add_to_down_proj(model, arch, layer, delta)
 
 
 @dataclass

@@ -18,7 +18,8 @@ import torch
 
 from ..errors import ConfigError
 from ..rome.execute import validate_request
-from .editors import SequentialEditor, weights_restored
+from ..edits import down_proj_restored
+from .editors import SequentialEditor
 
 ALL = "all"  # in eval.sequential.n_edits: every case of the split
 T = TypeVar("T")
@@ -65,7 +66,7 @@ def run_sequence(model, arch, editor: SequentialEditor, cases: Sequence[dict], c
         raise ConfigError(f"every checkpoint {list(checkpoints)} must be a multiple of the batch of {batch} edits")
     requests = [validate_request(request_of(c), i) for i, c in enumerate(cases)]
     out: dict[int, T] = {}
-    with weights_restored(model, arch, editor.layers):
+    with down_proj_restored(model, arch, editor.layers):
         done = 0
         for n in sorted(checkpoints):
             while done < n:
