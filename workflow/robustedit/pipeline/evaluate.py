@@ -2,6 +2,7 @@
 summary: shared by the eval_rome (scripts/eval_rome.py) and eval_rep (scripts/eval_rep.py) stages."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
@@ -49,19 +50,25 @@ def evaluate_in_chunks(lm, cases: list[dict], edits: list, device, batch_size: i
     generation `spec` each item also carries its generation-protocol fields (generate_cases, generation_batch_size
     rows at a time; None: batch_size)."""
     per_case: list[dict] = []
+    seconds = {"teacher forcing": 0.0, "generation": 0.0}  # printed: the two protocols' cost (issue 15's budget)
     for part in case_chunks(len(cases), chunk_cases):
         edit_arg = edit_batch_fn(lm, edits, device, part) if edit_batch_fn else edits[part.start: part.stop]
         chunk, chunk_pre = cases[part.start: part.stop], pre[part.start: part.stop] if pre is not None else None
+        start = time.perf_counter()
         scored = evaluate_cases(lm.model, lm.tokenizer, lm.arch, chunk, edit_arg, batch_size, device,
                                 mode="batched", alternatives=True, max_length=eval_cfg["max_length"],
                                 pre_from=chunk_pre, long_id_passages=eval_cfg["long_id_passages"])
+        seconds["teacher forcing"] += time.perf_counter() - start
         if spec is not None:
+            start = time.perf_counter()
             generated = generate_cases(lm.model, lm.tokenizer, lm.arch, chunk, edit_arg,
                                        generation_batch_size or batch_size, device, spec,
                                        long_id_passages=eval_cfg["long_id_passages"], pre_from=chunk_pre)
+            seconds["generation"] += time.perf_counter() - start
             scored = merge_protocols(scored, generated)
         per_case += scored
         del edit_arg  # free this chunk's stacked edits before the next chunk builds its own
+    print(f"[eval] {len(cases)} cases: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()), flush=True)
     return per_case
 
 
