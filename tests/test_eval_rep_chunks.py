@@ -130,7 +130,7 @@ def test_chunked_generation_equals_unchunked_and_merges_both_protocols(rep_setup
     rome = evaluate.evaluate_in_chunks(lm, cases, edits, "cpu", 4, EVAL, spec=spec)
     make, _ = eval_rep_script.rep_edit_batch_fn(stage_cfg(), paths[False])
     whole = evaluate.evaluate_in_chunks(lm, cases, edits, "cpu", 4, EVAL, make, rome, None, spec)
-    one = evaluate.evaluate_in_chunks(lm, cases, edits, "cpu", 4, EVAL, make, rome, 1, spec, generation_batch_size=3)
+    one = evaluate.evaluate_in_chunks(lm, cases, edits, "cpu", 4, EVAL, make, rome, 1, spec)
     keys = ("continuation_ids", "generation_match@1", "generation_unchanged@1", "exact_match@1")
     assert [[{k: it[k] for k in keys} for it in c["items"]] for c in one] == \
            [[{k: it[k] for k in keys} for it in c["items"]] for c in whole]

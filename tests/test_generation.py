@@ -5,15 +5,16 @@ import copy
 import pytest
 import torch
 
-from conftest import model_dir
+from conftest import model_dir, tiny_gemma
 from robustedit.edits import RankOneEditBatch
 from robustedit.errors import ConfigError
-from robustedit.evaluate import summarise
-from robustedit.evaluate.generation import (GenerationSpec, _stop_rule, eos_ids_of, generate_cases, generate_rows,
-                                           generation_rows)
+from robustedit.evaluate import evaluate_cases, summarise
+from robustedit.evaluate.generation import (GenerationSpec, eos_ids_of, generate_cases, generate_rows, generation_rows,
+                                           merge_protocols, stop_rule)
 from robustedit.metrics import METRICS, Continuation, get_metric, metrics_of
 from robustedit.rep import RepEditBatch, adaptor_state
 from test_evaluate import CASES, arch_for, make_case, random_edits
+
 from test_rep_apply import CFG, trained_like
 
 
@@ -46,8 +47,8 @@ def test_generation_unchanged_compares_token_ids_and_metrics_are_registered_by_p
     assert set(metrics_of("teacher_forced")) | set(metrics_of("generation")) == set(METRICS)
 
 
-def test_stop_rule_and_spec(llama_tok):
-    stopped = _stop_rule(llama_tok, GenerationSpec())
+def teststop_rule_and_spec(llama_tok):
+    stopped = stop_rule(llama_tok, GenerationSpec())
     assert stopped(llama_tok(" Paris.\nThe")["input_ids"])
     assert stopped(llama_tok(" Paris. It")["input_ids"])
     assert not stopped(llama_tok(" St. Louis")["input_ids"][:2])  # " St" "." : no ". " yet
@@ -95,7 +96,7 @@ def test_batched_generation_with_per_row_edits_equals_edits_in_the_weights(reque
     prompts = [tok(t)["input_ids"] for t in ("The mother tongue of Danielle Darrieux is", "Apple A5 was created by",
                                              "Toko Yasuda, a native speaker of", "A", "The river")]
     row_case, budgets = [0, 2, 1, 0, 2], [7, 5, 6, 4, 1]
-    stopped = _stop_rule(tok, GenerationSpec(stop_strings=("\n",)))
+    stopped = stop_rule(tok, GenerationSpec(stop_strings=("\n",)))
     before = copy.deepcopy(model.state_dict())
     batched = generate_rows(model, prompts, budgets, 2, "cpu", pad_id=0, eos=eos_ids_of(model), stopped=stopped,
                             row_context=batch.for_rows, row_case=row_case)
@@ -147,7 +148,7 @@ def test_batched_generation_equals_edit_in_weights_on_smollm2_with_rome_edits():
                        r["target_true"]) for r in requests]
     res = generate_cases(lm.model, lm.tokenizer, lm.arch, cases, edits, 8, "cpu")
     batch = RankOneEditBatch(lm.model, lm.arch, edits, "cpu")
-    stopped = _stop_rule(lm.tokenizer, GenerationSpec())
+    stopped = stop_rule(lm.tokenizer, GenerationSpec())
     rows = generation_rows(lm.tokenizer, cases, GenerationSpec())
     want = _per_case_reference(lm.model, lm.tokenizer, batch, [r[2] for r in rows], [r[3] for r in rows],
                                [r[0] for r in rows], stopped)
@@ -156,3 +157,47 @@ def test_batched_generation_equals_edit_in_weights_on_smollm2_with_rome_edits():
     assert sum(it["generation_unchanged@1"] == 0 for c in res for it in c["items"]) > len(got) // 3  # edits act
     success = [it for c in res for it in c["items"] if it["group"] == "success"]
     assert all(it["generation_match@1"] == 1.0 for it in success), [it["continuation"] for it in success]
+
+
+@pytest.mark.parametrize("family,tok_name", [("llama", "llama_tok"), ("gemma3", "gemma_tok")])
+@pytest.mark.parametrize("method,mode", [("rome", "batched"), ("rep", "batched"), ("rome", "sequential")])
+def test_continuations_from_the_teacher_forced_cache_equal_independent_generation(request, family, tok_name, method,
+                                                                                  mode):
+    """evaluate_cases(generation=spec) decodes from the packed teacher-forced batch's cache; its records equal
+    evaluate_cases' and generate_cases' (which forwards every prompt again), merged, item for item."""
+    tok = request.getfixturevalue(tok_name)
+    model = request.getfixturevalue(f"tiny_{'llama' if family == 'llama' else 'gemma'}_model")
+    arch = arch_for(family)
+    edits = random_edits(model, arch, len(CASES), seed=3)
+    edits[1] = None
+    if method == "rep":
+        d = arch.module(model, "down_proj", 1).in_features
+        states = [adaptor_state(trained_like(d, s), CFG) if s != 1 else None for s in range(len(CASES))]
+        edits = RepEditBatch(model, arch, 1, edits, states, "cpu")
+    spec = GenerationSpec(margin=3, stop_strings=("\n",))
+    fused = evaluate_cases(model, tok, arch, CASES, edits, 4, "cpu", mode, generation=spec)
+    apart = merge_protocols(evaluate_cases(model, tok, arch, CASES, edits, 4, "cpu", mode),
+                            generate_cases(model, tok, arch, CASES, edits, 5, "cpu", spec))
+    assert fused == apart
+    assert any(it["generation_unchanged@1"] == 0 for c in fused for it in c["items"])  # the edits act
+    again = evaluate_cases(model, tok, arch, CASES, edits, 4, "cpu", mode, generation=spec, pre_from=fused)
+    assert again == fused  # the unedited scores and continuations are reused
+    with pytest.raises(ConfigError, match="stop rule"):
+        evaluate_cases(model, tok, arch, CASES, edits, 3, "cpu", generation=GenerationSpec(), pre_from=fused)
+
+
+def test_continuations_from_the_cache_keep_a_sliding_window_shorter_than_the_prompt(gemma_tok):
+    """Gemma 3 with an 8-position window: the decoding masks limit sliding layers to the window, measured in
+    positions (the cache holds the packed branches between the prompt and the new tokens)."""
+    model = tiny_gemma(len(gemma_tok))
+    model.config.sliding_window = 8
+    for layer in model.model.layers:
+        if getattr(layer.self_attn, "sliding_window", None):
+            layer.self_attn.sliding_window = 8
+    arch = arch_for("gemma3")
+    spec = GenerationSpec(margin=6, stop_strings=("\n",))
+    fused = evaluate_cases(model, gemma_tok, arch, CASES, None, 4, "cpu", generation=spec)
+    apart = generate_cases(model, gemma_tok, arch, CASES, None, 4, "cpu", spec)
+    assert max(len(gemma_tok(it["prompt"])["input_ids"]) for c in apart for it in c["items"]) > 3 * 8
+    assert [it["continuation_ids"] for c in fused for it in c["items"]] == \
+           [it["continuation_ids"] for c in apart for it in c["items"]]

@@ -10,7 +10,6 @@ from __future__ import annotations
 NOT_HASHED: dict[str, str] = {
     "hardware.threads": "speed only: torch threads",
     "hardware.batch_size": "speed only: prompts per forward pass (padded rows are masked)",
-    "eval.generation.batch_size": "speed only: rows generated together (test_generation: equal one at a time)",
     "stats.batch_tokens": "speed only: token budget of a forward pass while summing E[kk^T]",
     "stats.checkpoint_every": "speed only: rows per chunk of the same sum (a chunk is length-sorted into "
                               "batches, so like batch_tokens it moves only the rounding)",

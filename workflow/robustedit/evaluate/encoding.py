@@ -31,6 +31,7 @@ class EncodedItem:
 class ItemScore:
     argmax_ids: list[int]  # teacher-forced argmax at each target position
     logprobs: list[float]  # log p(target token) at each target position
+    continuation: list[int] | None = None  # greedy new tokens after the prompt, when asked for (scoring.Greedy)
 
 
 def encode_item(tok, prompt: str, target: str, where: str = "", max_length: int | None = None) -> EncodedItem:

@@ -10,47 +10,27 @@ token's, runs with row r edited by its own case, so a rank-one delta or a REP ad
 generated position exactly as it would with the edit written into the weights (tests prove the two
 generate the same tokens). Rows leave the batch as they finish: their cache rows are dropped.
 
-Stop rule (recorded in every result): a row ends at an end-of-sequence token (not kept), after
-`len(target_ids) + spec.margin` new tokens, or once its decoded continuation contains one of
-`spec.stop_strings`; the continuation is every token generated before that (the stop string kept,
-so "St. Louis" survives a stop at ". "). The unedited continuation of every item is generated once:
-it is the "pre" phase and the reference of `generation_unchanged@1`.
+The stop rule and the records are continuations.py's (shared with the teacher-forced pass's decoding,
+decoding.py, which the pipeline uses). The unedited continuation of every item is generated once: it is
+the "pre" phase and the reference of `generation_unchanged@1`.
 """
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict, dataclass
 from typing import Callable, ContextManager, Sequence
 
 import torch
 
 from ..batching import left_pad, pad_id_of
 from ..errors import ConfigError, RecordError
-from ..metrics import Continuation, metrics_of
 from ..tokens import target_token_ids
+from .continuations import GenerationSpec, continues, eos_ids_of, phase_fields, pre_continuations, stop_rule
 from .items import build_items
 from .scoring import length_batches
 from .suite import as_edit_batch
 
-
-@dataclass(frozen=True)
-class GenerationSpec:
-    margin: int = 4  # new tokens beyond the target's length: room for the span match and a sentence end
-    stop_strings: tuple[str, ...] = ("\n", ". ")  # a line break or a sentence end stops a row
-
-    def __post_init__(self):
-        if self.margin < 0:
-            raise ConfigError(f"generation margin must be >= 0, got {self.margin}")
-        if any(not s for s in self.stop_strings):
-            raise ConfigError("generation stop_strings must be non-empty strings")
-
-
-def eos_ids_of(model) -> set[int]:
-    """The end-of-sequence ids in the model's generation config (int, list or None)."""
-    eos = model.generation_config.eos_token_id
-    if eos is None:
-        return set()
-    return {int(eos)} if isinstance(eos, int) else {int(e) for e in eos}
+__all__ = ["GenerationSpec", "eos_ids_of", "generate_cases", "generate_rows", "generation_rows",
+           "merge_protocols", "stop_rule"]  # the spec and stop rule live in continuations.py
 
 
 @torch.no_grad()
@@ -70,13 +50,8 @@ def _generate_batch(model, prompts: Sequence[Sequence[int]], budgets: Sequence[i
             res = model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos,
                         past_key_values=cache, use_cache=True, logits_to_keep=1)
         cache, nxt = res.past_key_values, res.logits[:, -1].argmax(-1)
-        keep = []
-        for k, (row, token) in enumerate(zip(active.tolist(), nxt.tolist())):
-            if token in eos:
-                continue
-            out[row].append(token)
-            if len(out[row]) < budgets[row] and not stopped(out[row]):
-                keep.append(k)
+        keep = [k for k, (row, token) in enumerate(zip(active.tolist(), nxt.tolist()))
+                if continues(out[row], token, budgets[row], eos, stopped)]
         if not keep:
             break
         sel = torch.as_tensor(keep, device=device)
@@ -110,13 +85,6 @@ def generate_rows(model, prompts: Sequence[Sequence[int]], budgets: Sequence[int
     return out
 
 
-def _stop_rule(tok, spec: GenerationSpec) -> Callable[[list[int]], bool]:
-    def stopped(ids: list[int]) -> bool:
-        text = tok.decode(ids, skip_special_tokens=True)
-        return any(s in text for s in spec.stop_strings)
-    return stopped
-
-
 def generation_rows(tok, cases: Sequence[dict], spec: GenerationSpec, long_id_passages: int | None = None) -> list:
     """Per item of every case, in order: (case index, Item, prompt ids, new-token budget)."""
     rows = []
@@ -132,48 +100,31 @@ def generation_rows(tok, cases: Sequence[dict], spec: GenerationSpec, long_id_pa
 
 
 def generate_cases(model, tok, arch, cases: Sequence[dict], edits, batch_size: int, device,
-                   spec: GenerationSpec = GenerationSpec(), *, long_id_passages: int | None = None,
+                   spec: GenerationSpec | None = None, *, long_id_passages: int | None = None,
                    pre_from: Sequence[dict] | None = None) -> list[dict]:
     """Per case {"case_id", "items"}; per item: group, prompt, target, the edited continuation
     (text, ids), one value per generation metric, and the same under "pre" for the unedited model.
     edits: as evaluate_cases (an EditBatch, one RankOneEdit/None per case, or None).
     pre_from: an earlier generate_cases result on the same cases, whose unedited continuations are reused."""
+    spec = spec or GenerationSpec()  # target tokens + 4, stop at a line break or a sentence end
     edit_batch = as_edit_batch(model, arch, edits, len(cases), device)
     rows = generation_rows(tok, cases, spec, long_id_passages)
     prompts, budgets = [r[2] for r in rows], [r[3] for r in rows]
-    recorded = {**asdict(spec), "stop_strings": list(spec.stop_strings)}  # as it reads back from JSON
-    common = dict(pad_id=pad_id_of(tok), eos=eos_ids_of(model), stopped=_stop_rule(tok, spec))
+    recorded = spec.recorded()
+    common = dict(pad_id=pad_id_of(tok), eos=eos_ids_of(model), stopped=stop_rule(tok, spec))
     if pre_from is not None:
-        pre_ids = _pre_ids(pre_from, cases, rows, recorded)
+        pre_ids = pre_continuations(pre_from, [c["case_id"] for c in cases], [(r[1].prompt, r[1].target) for r in rows],
+                                    recorded)
     else:
         pre_ids = generate_rows(model, prompts, budgets, batch_size, device, **common)
     post_ids = generate_rows(model, prompts, budgets, batch_size, device, row_context=edit_batch.for_rows,
                              row_case=[r[0] for r in rows], **common)
     per_case = [{"case_id": c["case_id"], "generation": recorded, "items": []} for c in cases]
     for (ci, it, _, _), pre, post in zip(rows, pre_ids, post_ids):
-        ref = Continuation(tuple(pre), tok.decode(pre, skip_special_tokens=True))
-        gen = Continuation(tuple(post), tok.decode(post, skip_special_tokens=True))
-        rec = {"group": it.group, "prompt": it.prompt, "target": it.target, **_phase(gen, it.target, ref),
-               "pre": _phase(ref, it.target, ref)}
+        rec = {"group": it.group, "prompt": it.prompt, "target": it.target,
+               **phase_fields(tok, post, it.target, pre), "pre": phase_fields(tok, pre, it.target, pre)}
         per_case[ci]["items"].append(rec)
     return per_case
-
-
-def _phase(gen: Continuation, target: str, reference: Continuation) -> dict:
-    rec = {"continuation": gen.text, "continuation_ids": list(gen.ids)}
-    rec.update({key: m(gen, target=target, reference=reference) for key, m in metrics_of("generation").items()})
-    return rec
-
-
-def _pre_ids(previous: Sequence[dict], cases: Sequence[dict], rows, recorded: dict) -> list[list[int]]:
-    if [p["case_id"] for p in previous] != [c["case_id"] for c in cases]:
-        raise ConfigError("pre_from holds other cases than the ones generated for")
-    if any(p.get("generation") != recorded for p in previous):
-        raise ConfigError(f"pre_from was generated with another stop rule than {recorded}")
-    flat = [item for p in previous for item in p["items"]]
-    if [(i["prompt"], i["target"]) for i in flat] != [(r[1].prompt, r[1].target) for r in rows]:
-        raise ConfigError("pre_from items differ from this run's (prompt, target) pairs")
-    return [list(i["pre"]["continuation_ids"]) for i in flat]
 
 
 def merge_protocols(scored: Sequence[dict], generated: Sequence[dict]) -> list[dict]:

@@ -91,11 +91,14 @@ def _attention_masks(model, rows, device, dtype):
     return packed_inputs(rows, device, dtype, window if window and not types else None)
 
 
-def score_packed_batch(model, arch, rows: Sequence[PackedRow], device) -> list[list[ItemScore]]:
-    """ItemScores of every branch of every row (same values as scoring each branch's item alone)."""
+def score_packed_batch(model, arch, rows: Sequence[PackedRow], device, cache=None) -> list[list[ItemScore]]:
+    """ItemScores of every branch of every row (same values as scoring each branch's item alone). With a
+    `cache` (an empty transformers DynamicCache), the forward also fills it: every row's keys and values,
+    padded to the batch's width (decoding.py continues the prompts from it)."""
     dtype = next(model.parameters()).dtype
     ids, pos, mask, reads = _attention_masks(model, rows, device, dtype)
-    hidden = lm_head_input(model, arch, input_ids=ids, attention_mask=mask, position_ids=pos)
+    cached = {} if cache is None else {"past_key_values": cache, "use_cache": True}
+    hidden = lm_head_input(model, arch, input_ids=ids, attention_mask=mask, position_ids=pos, **cached)
     r_idx = torch.tensor([r for r, row_reads in enumerate(reads) for b in row_reads for _ in b], device=device)
     p_idx = torch.tensor([p for row_reads in reads for b in row_reads for p in b], device=device)
     targets = torch.tensor([t for row in rows for branch in row.branches for t in branch], device=device)

@@ -10,9 +10,14 @@
 Every item is scored before the edit too (the "pre" phase, always batched across cases, the same in
 both modes): that is the locality reference and the unedited baseline. With `alternatives=True` each
 item's alternative target is also scored, which ROME's prob_compare needs (about twice the compute).
+
+With `generation=GenerationSpec(...)` every item also gets the generation protocol's fields, in both
+phases: its greedy continuation, decoded from the teacher-forced forward's KV cache (decoding.py), and
+the generation metrics (continuations.py). generation.generate_cases computes the same fields on its own.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Sequence
 
 import torch
@@ -20,9 +25,10 @@ import torch
 from ..edits import EditBatch, NoEdit, RankOneEditBatch
 from ..errors import ConfigError, RecordError
 from ..metrics import TokenScores, aggregate, get_metric, metrics_of
+from .continuations import GenerationSpec, eos_ids_of, phase_fields, pre_continuations, stop_rule
 from .encoding import ItemScore, encode_item
 from .items import GROUPS, build_items
-from .scoring import score_items
+from .scoring import Greedy, score_items
 
 MODES = ("batched", "sequential")
 EVAL_PHASES = ("post", "pre")  # after the edit, before it (the unedited model)
@@ -56,8 +62,9 @@ def _encode_cases(tok, cases: Sequence[dict], alternatives: bool, max_length: in
     return items_per_case, rows
 
 
-def _pre_from_results(previous: Sequence[dict], cases: Sequence[dict], items_per_case, rows) -> list[ItemScore]:
-    """Reuse the pre-edit scores of an earlier evaluate_cases run on the same cases."""
+def _pre_from_results(previous: Sequence[dict], cases: Sequence[dict], items_per_case, rows,
+                      generation: GenerationSpec | None) -> list[ItemScore]:
+    """Reuse the pre-edit scores (and continuations) of an earlier evaluate_cases run on the same cases."""
     if len(previous) != len(cases):
         raise ConfigError(f"pre_from has {len(previous)} cases, evaluating {len(cases)}")
     out = []
@@ -74,6 +81,11 @@ def _pre_from_results(previous: Sequence[dict], cases: Sequence[dict], items_per
             raise ConfigError("pre_from was evaluated without alternatives")
         ids = item["pre"]["argmax_ids"] if kind == "target" else item["pre"]["alt_argmax_ids"]
         out.append(ItemScore(list(ids), list(item["pre"][key])))
+    if generation is not None:
+        pairs = [(it.prompt, it.target) for items in items_per_case for it in items]
+        flat = iter(pre_continuations(previous, [c["case_id"] for c in cases], pairs, generation.recorded()))
+        out = [replace(sc, continuation=next(flat)) if kind == "target" else sc
+               for (_, _, kind, _), sc in zip(rows, out)]
     return out
 
 
@@ -99,7 +111,7 @@ def _phase_record(scores: list[ItemScore], alt_scores: list[ItemScore] | None, m
 def evaluate_cases(model, tok, arch, cases: Sequence[dict], edits, batch_size: int, device,
                    mode: str = "batched", *, alternatives: bool = True, pre_from: Sequence[dict] | None = None,
                    max_length: int | None = None, pack: bool = True,
-                   long_id_passages: int | None = None) -> list[dict]:
+                   long_id_passages: int | None = None, generation: GenerationSpec | None = None) -> list[dict]:
     """Per case {"case_id", "items": [...]}; per item: group, prompt, target, alternative, target_ids,
     the post-edit argmax_ids, token_logprobs (alt_* too with alternatives), one value in [0, 1] per
     metric key (e.g. "exact_match@1"), and the same under "pre" for the unedited model.
@@ -110,6 +122,7 @@ def evaluate_cases(model, tok, arch, cases: Sequence[dict], edits, batch_size: i
     long_id_passages: how many held passages long_id evaluates (None = all).
     Groups are those of `build_items` (long_id: the held passages REP may train on; long_ood: the
     unseen "eval" passage, the REP paper's "Long").
+    generation: also continue every item greedily (module docstring); needs pack.
     """
     if mode not in MODES:
         raise ConfigError(f"unknown evaluation mode {mode!r}; use one of {MODES}")
@@ -121,26 +134,40 @@ def evaluate_cases(model, tok, arch, cases: Sequence[dict], edits, batch_size: i
     for k, ci in enumerate(row_case):
         case_rows[ci].append(k)
 
+    greedy = None
+    if generation is not None:  # budget: the target's tokens + the margin; alternatives are not continued
+        greedy = Greedy([len(r[3].target_ids) + generation.margin if r[2] == "target" else None for r in rows],
+                        eos_ids_of(model), stop_rule(tok, generation))
     if pre_from is not None:
-        pre = _pre_from_results(pre_from, cases, items_per_case, rows)
+        pre = _pre_from_results(pre_from, cases, items_per_case, rows, generation)
     else:
-        pre = score_items(model, arch, encoded, batch_size, device, pack=pack)
+        pre = score_items(model, arch, encoded, batch_size, device, pack=pack, greedy=greedy)
     if mode == "batched":
-        post = score_items(model, arch, encoded, batch_size, device, edit_batch.for_rows, row_case, pack=pack)
+        post = score_items(model, arch, encoded, batch_size, device, edit_batch.for_rows, row_case, pack=pack,
+                           greedy=greedy)
     else:
         post = [None] * len(rows)
         for ci in range(len(cases)):
+            own = replace(greedy, budgets=[greedy.budgets[k] for k in case_rows[ci]]) if greedy else None
             with edit_batch.for_case(ci):
-                scored = score_items(model, arch, [encoded[k] for k in case_rows[ci]], batch_size, device, pack=pack)
+                scored = score_items(model, arch, [encoded[k] for k in case_rows[ci]], batch_size, device, pack=pack,
+                                     greedy=own)
             for k, s in zip(case_rows[ci], scored):
                 post[k] = s
-    return [_case_result(case, items_per_case[ci], [(rows[k][2], rows[k][3], pre[k], post[k]) for k in case_rows[ci]],
-                         alternatives)
-            for ci, case in enumerate(cases)]
+    results = [_case_result(case, items_per_case[ci],
+                            [(rows[k][2], rows[k][3], pre[k], post[k]) for k in case_rows[ci]], alternatives,
+                            tok if generation is not None else None)
+               for ci, case in enumerate(cases)]
+    if generation is not None:
+        results = [{**r, "generation": generation.recorded()} for r in results]
+    return results
 
 
-def _case_result(case: dict, items: list, rows: list, alternatives: bool) -> dict:
-    """rows: (kind, EncodedItem, pre ItemScore, post ItemScore) of this case, in item order."""
+def _case_result(case: dict, items: list, rows: list, alternatives: bool, tok=None) -> dict:
+    """rows: (kind, EncodedItem, pre ItemScore, post ItemScore) of this case, in item order. With `tok`, the
+    target rows' continuations are scored by the generation metrics."""
+    continued = tok is not None
+
     def pick(kind: str, what: int) -> list:
         return [r[what] for r in rows if r[0] == kind]
 
@@ -165,7 +192,12 @@ def _case_result(case: dict, items: list, rows: list, alternatives: bool) -> dic
         rec.update(_phase_record(*phase["post"], j))
         rec["pre"] = _phase_record(*phase["pre"], j)
         out_items.append(rec)
-    return {"case_id": case["case_id"], "items": out_items}
+    out = {"case_id": case["case_id"], "items": out_items}
+    if continued:  # the generation protocol's fields (as generation.merge_protocols adds generate_cases' fields)
+        for item, pre, post in zip(out_items, pick("target", 2), pick("target", 3)):
+            item.update(phase_fields(tok, post.continuation, item["target"], pre.continuation))
+            item["pre"].update(phase_fields(tok, pre.continuation, item["target"], pre.continuation))
+    return out
 
 
 def summarise(per_case: Sequence[dict], metric: str = "exact_match", aggregation: str = "micro", *,

@@ -2,14 +2,13 @@
 summary: shared by the eval_rome (scripts/eval_rome.py) and eval_rep (scripts/eval_rep.py) stages."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import torch
 
 from robustedit.edits import RankOneEdit
 from robustedit.evaluate import evaluate_cases, summarise
-from robustedit.evaluate.generation import GenerationSpec, generate_cases, merge_protocols
+from robustedit.evaluate.generation import GenerationSpec
 from robustedit.io import read_jsonl, write_json, write_jsonl
 from robustedit.metrics import AGGREGATIONS
 from robustedit.models.load import load_model, resolve_device
@@ -45,30 +44,18 @@ def case_chunks(n_cases: int, chunk_cases: int | None) -> list[range]:
 
 def evaluate_in_chunks(lm, cases: list[dict], edits: list, device, batch_size: int, eval_cfg: dict,
                        edit_batch_fn=None, pre: list[dict] | None = None, chunk_cases: int | None = None,
-                       spec: GenerationSpec | None = None, generation_batch_size: int | None = None) -> list[dict]:
+                       spec: GenerationSpec | None = None) -> list[dict]:
     """evaluate_cases (batched, with alternatives) over consecutive chunks of cases, concatenated; with a
-    generation `spec` each item also carries its generation-protocol fields (generate_cases, generation_batch_size
-    rows at a time; None: batch_size)."""
+    generation `spec` each item also carries its generation-protocol fields (continued from the teacher-forced
+    forward's cache)."""
     per_case: list[dict] = []
-    seconds = {"teacher forcing": 0.0, "generation": 0.0}  # printed: the two protocols' cost (issue 15's budget)
     for part in case_chunks(len(cases), chunk_cases):
         edit_arg = edit_batch_fn(lm, edits, device, part) if edit_batch_fn else edits[part.start: part.stop]
         chunk, chunk_pre = cases[part.start: part.stop], pre[part.start: part.stop] if pre is not None else None
-        start = time.perf_counter()
-        scored = evaluate_cases(lm.model, lm.tokenizer, lm.arch, chunk, edit_arg, batch_size, device,
-                                mode="batched", alternatives=True, max_length=eval_cfg["max_length"],
-                                pre_from=chunk_pre, long_id_passages=eval_cfg["long_id_passages"])
-        seconds["teacher forcing"] += time.perf_counter() - start
-        if spec is not None:
-            start = time.perf_counter()
-            generated = generate_cases(lm.model, lm.tokenizer, lm.arch, chunk, edit_arg,
-                                       generation_batch_size or batch_size, device, spec,
-                                       long_id_passages=eval_cfg["long_id_passages"], pre_from=chunk_pre)
-            seconds["generation"] += time.perf_counter() - start
-            scored = merge_protocols(scored, generated)
-        per_case += scored
+        per_case += evaluate_cases(lm.model, lm.tokenizer, lm.arch, chunk, edit_arg, batch_size, device,
+                                   mode="batched", alternatives=True, max_length=eval_cfg["max_length"],
+                                   pre_from=chunk_pre, long_id_passages=eval_cfg["long_id_passages"], generation=spec)
         del edit_arg  # free this chunk's stacked edits before the next chunk builds its own
-    print(f"[eval] {len(cases)} cases: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()), flush=True)
     return per_case
 
 
@@ -97,7 +84,7 @@ def evaluate_split(cfg: dict, edits_path: Path, out_dir: Path, method: str, edit
     device = resolve_device(hw["device"])
     per_case = evaluate_in_chunks(lm, cases, edits, device, hw["batch_size"], cfg["eval"], edit_batch_fn,
                                   read_jsonl(pre_from) if pre_from else None, chunk_cases,
-                                  generation_spec(cfg["eval"], split), cfg["eval"]["generation"]["batch_size"])
+                                  generation_spec(cfg["eval"], split))
     # the evaluation stages' file names (eval_rome, eval_rep: robustedit.stages.EVALUATED)
     write_jsonl(out_dir / EVALUATED["results"].format(split=split), per_case)
     write_json(out_dir / EVALUATED["summary"].format(split=split),
