@@ -18,6 +18,14 @@ def pad_id_of(tok) -> int:
     return tok.pad_token_id if tok.pad_token_id is not None else PAD_ID
 
 
+def eos_ids_of(model) -> set[int]:
+    """The end-of-sequence ids that `generate` stops on: the model's generation config's (int, list or None)."""
+    eos = model.generation_config.eos_token_id
+    if eos is None:
+        return set()
+    return {int(eos)} if isinstance(eos, int) else {int(e) for e in eos}
+
+
 def right_pad(sequences: Sequence[Sequence[int]], pad_id: int = PAD_ID,
               device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """input_ids [B, S] padded on the right with `pad_id` (any valid id: pads are masked) and the

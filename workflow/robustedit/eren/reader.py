@@ -16,7 +16,7 @@ from typing import Callable, Mapping, Protocol, Sequence
 
 import torch
 
-from ..batching import left_pad
+from ..batching import eos_ids_of, left_pad
 from ..errors import ConfigError
 
 MAX_NEW_TOKENS = 20  # EREN: generate(max_length=20) for free-text answers
@@ -96,14 +96,6 @@ def reader_kind(model_cfg: Mapping) -> str:
                       f"{sorted(CAUSAL_FAMILIES)} (causal) or {sorted(SEQ2SEQ_FAMILIES)} (seq2seq)")
 
 
-def _eos_ids(model) -> set[int]:
-    """The token ids `generate` stops on (the model's generation config; int, list or None)."""
-    eos = model.generation_config.eos_token_id
-    if eos is None:
-        return set()
-    return {int(eos)} if isinstance(eos, int) else {int(e) for e in eos}
-
-
 def _until_eos(row: Sequence[int], eos: set[int]) -> list[int]:
     """A generated row up to (not including) its first stop token; what follows is padding."""
     out = []
@@ -128,7 +120,7 @@ class _BatchedReader:
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.progress = progress
-        self.eos_ids = _eos_ids(model)
+        self.eos_ids = eos_ids_of(model)
 
     def format(self, prompt: str) -> str:
         """The exact text fed to the model for a prompt."""

@@ -35,14 +35,6 @@ class GenerationSpec:
         return {**asdict(self), "stop_strings": list(self.stop_strings)}
 
 
-def eos_ids_of(model) -> set[int]:
-    """The end-of-sequence ids in the model's generation config (int, list or None)."""
-    eos = model.generation_config.eos_token_id
-    if eos is None:
-        return set()
-    return {int(eos)} if isinstance(eos, int) else {int(e) for e in eos}
-
-
 def stop_rule(tok, spec: GenerationSpec) -> Callable[[list[int]], bool]:
     """Whether the new tokens so far contain a stop string (decoded without special tokens)."""
     def stopped(ids: list[int]) -> bool:

@@ -21,16 +21,16 @@ from typing import Callable, ContextManager, Sequence
 
 import torch
 
-from ..batching import left_pad, pad_id_of
+from ..batching import eos_ids_of, left_pad, pad_id_of
 from ..errors import ConfigError, RecordError
 from ..tokens import target_token_ids
-from .continuations import GenerationSpec, continues, eos_ids_of, phase_fields, pre_continuations, stop_rule
+from .continuations import GenerationSpec, continues, phase_fields, pre_continuations, stop_rule
 from .items import build_items
 from .scoring import length_batches
 from .suite import as_edit_batch
 
 __all__ = ["GenerationSpec", "eos_ids_of", "generate_cases", "generate_rows", "generation_rows",
-           "merge_protocols", "stop_rule"]  # the spec and stop rule live in continuations.py
+           "merge_protocols", "stop_rule"]  # the spec and stop rule live in continuations.py, eos_ids_of in batching.py
 
 
 @torch.no_grad()

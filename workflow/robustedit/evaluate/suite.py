@@ -22,10 +22,11 @@ from typing import Sequence
 
 import torch
 
+from ..batching import eos_ids_of
 from ..edits import EditBatch, NoEdit, RankOneEditBatch
 from ..errors import ConfigError, RecordError
 from ..metrics import TokenScores, aggregate, get_metric, metrics_of
-from .continuations import GenerationSpec, eos_ids_of, phase_fields, pre_continuations, stop_rule
+from .continuations import GenerationSpec, phase_fields, pre_continuations, stop_rule
 from .encoding import ItemScore, encode_item
 from .items import GROUPS, build_items
 from .scoring import Greedy, score_items
