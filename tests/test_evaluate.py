@@ -210,6 +210,19 @@ def test_item_metrics_and_summary_match_their_definitions(llama_tok, tiny_llama_
         summarise(res2, "prob_compare")
 
 
+def test_no_edit_scores_the_unedited_model_once(llama_tok, tiny_llama_model, monkeypatch):
+    """With no edits the post phase is the pre phase: one scoring pass, the same fields in both phases."""
+    import robustedit.evaluate.suite as suite
+
+    calls = []
+    monkeypatch.setattr(suite, "score_items", lambda *a, **k: calls.append(1) or score_items(*a, **k))
+    res = evaluate_cases(tiny_llama_model, llama_tok, arch_for("llama"), CASES, None, batch_size=8, device="cpu")
+    assert len(calls) == 1
+    for case in res:
+        for it in case["items"]:
+            assert {k: v for k, v in it.items() if k in it["pre"]} == it["pre"]
+
+
 def test_pre_scores_can_be_reused(llama_tok, tiny_llama_model):
     arch = arch_for("llama")
     edits = random_edits(tiny_llama_model, arch, len(CASES), seed=2)
