@@ -16,25 +16,13 @@ import torch
 
 from robustedit.checkpoints import checkpoint_stamp, discard, load_checkpoint
 from robustedit.io import remove_stray_temps, save_torch, write_json
-from robustedit.manifest import DataStore
 from robustedit.models.load import load_model, resolve_device, resolve_dtype
 from robustedit.rome.stats import ResumeMismatch, compute_second_moment
 from robustedit.pipeline.stage import model_dir, stage_app
+from robustedit.pipeline.wikitext import stats_texts
 from robustedit.stages import file_name
 
 STAMP_FILES = (__file__,)  # the script a checkpoint's code version covers (besides the library, pipeline glue included)
-
-
-def stats_texts(cfg: dict) -> list[str]:
-    st = cfg["stats"]
-    if st["source"] == "local":
-        store = DataStore(cfg["paths"]["data"])
-        rows = [line for f in st["local_files"] for line in store.path(f).read_text().split("\n")]
-    else:
-        from datasets import load_dataset  # the hub's WikiText-103 train, only when configured
-
-        rows = list(load_dataset(st["hub"]["path"], st["hub"]["name"], split=st["hub"]["split"])["text"])
-    return [r for r in rows if r.strip()] if st["drop_empty"] else rows
 
 
 @stage_app("stats")

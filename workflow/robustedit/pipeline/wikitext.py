@@ -1,4 +1,5 @@
-"""WikiText text for the stages that draw from it: the cases stage's long contexts and REP's gate negatives."""
+"""WikiText text for the stages that draw from it: the statistics' rows, the cases stage's long contexts, REP's
+gate negatives and the sequential protocol's perplexity lines."""
 from __future__ import annotations
 
 import random
@@ -7,6 +8,19 @@ from typing import Sequence
 from ..data.perturb import long_context, wikitext_words
 from ..errors import ConfigError
 from ..manifest import DataStore
+
+
+def stats_texts(cfg: dict) -> list[str]:
+    """The rows the stats stage samples from (stats.source: vendored lines, or the hub's WikiText-103 train)."""
+    st = cfg["stats"]
+    if st["source"] == "local":
+        store = DataStore(cfg["paths"]["data"])
+        rows = [line for f in st["local_files"] for line in store.path(f).read_text().split("\n")]
+    else:
+        from datasets import load_dataset  # the hub's WikiText-103 train, only when configured
+
+        rows = list(load_dataset(st["hub"]["path"], st["hub"]["name"], split=st["hub"]["split"])["text"])
+    return [r for r in rows if r.strip()] if st["drop_empty"] else rows
 
 
 def context_words(store: DataStore, lc_cfg: dict) -> list[str]:
