@@ -1,5 +1,6 @@
-"""The sequential protocol's figure: one panel per Table 1 column, the score against the number of edits N
-(log axis), one line per (model, method) with its 95% interval as a band; the unedited model dashed.
+"""The sequential protocol's figure: one panel per Table 1 column and one for the perplexity probe, the score
+against the number of edits N (log axis), one line per (model, method) with its 95% interval as a band; the
+unedited model dashed.
 
     python scripts/plot_sequential.py --out-png results/figures/sequential.png results/tables/sequential.csv
 Reads the table scripts/sequential_table.py wrote (its paired-difference rows are left out).
@@ -11,7 +12,8 @@ import csv
 from pathlib import Path
 
 from robustedit.analysis.plots import save_png
-from robustedit.pipeline.tables import METRIC_COLUMNS, MINUS, UNEDITED
+from robustedit.pipeline.sequential_tables import PERPLEXITY, SEQUENTIAL_COLUMNS
+from robustedit.pipeline.tables import MINUS, UNEDITED
 
 N_COLS = 5  # panels per row
 
@@ -26,7 +28,7 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
-    columns = [c for c in METRIC_COLUMNS if any(value(r, c) is not None for r in rows)]
+    columns = [c for c in SEQUENTIAL_COLUMNS if any(value(r, c) is not None for r in rows)]
     n_rows = -(-len(columns) // N_COLS)
     fig, axes = plt.subplots(n_rows, N_COLS, figsize=(3.2 * N_COLS, 2.8 * n_rows), squeeze=False)
     lines = list(dict.fromkeys((r["model"], r["method"]) for r in rows if MINUS not in r["method"]))
@@ -49,10 +51,11 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.minorticks_off()
         ax.set_title(col)
         ax.set_xlabel("edits N")
-        ax.set_ylim(-2, 102)
+        if col != PERPLEXITY:  # percentages; perplexity keeps its own scale
+            ax.set_ylim(-2, 102)
     for ax in list(axes.flat)[len(columns):]:
         ax.axis("off")
-    axes.flat[0].set_ylabel("% (95% interval)")
+    axes.flat[0].set_ylabel("% (95% interval)")  # the perplexity panel: exp(mean NLL per token)
     axes.flat[0].legend(fontsize=7)
     save_png(fig, path)
 

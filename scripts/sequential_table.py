@@ -6,7 +6,8 @@ Rows per model and N: Unedited (the same cases before any edit), each method wit
 weights, and "<method> − ROME" (paired on the same cases). Columns as Table 1 with n_edits after the method;
 teacher-forced exact_match@1 (locality_agreement@1 against the unedited model), micro-averaged unless
 --metric / --aggregation say otherwise; 95% case-level bootstrap intervals from the summary's sibling
-<split>.sequential.results.jsonl.
+<split>.sequential.results.jsonl. The last column is the perplexity probe's (held-out WikiText lines; its
+interval resamples lines).
 """
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ from pathlib import Path
 
 from robustedit.analysis.tables import write_csv
 from robustedit.io import atomic_path, read_json, read_jsonl
-from robustedit.pipeline.sequential_tables import SEQUENTIAL_CSV, sequential_rows
-from robustedit.pipeline.tables import AGGREGATION, METRIC, METRIC_COLUMNS, markdown, sibling
+from robustedit.pipeline.sequential_tables import SEQUENTIAL_COLUMNS, SEQUENTIAL_CSV, sequential_rows
+from robustedit.pipeline.tables import AGGREGATION, METRIC, markdown, sibling
 
-MD_COLUMNS = ["model", "method", "n_edits", "n_cases", *METRIC_COLUMNS]
+MD_COLUMNS = ["model", "method", "n_edits", "n_cases", *SEQUENTIAL_COLUMNS]
 
 
 def main() -> None:
@@ -34,7 +35,7 @@ def main() -> None:
         records = read_jsonl(sibling(path, "sequential_eval", "results"))
         rows += sequential_rows(read_json(path), records, args.metric, args.aggregation)
     write_csv(args.out_csv, rows, SEQUENTIAL_CSV)
-    md = markdown(rows, MD_COLUMNS, METRIC_COLUMNS)
+    md = markdown(rows, MD_COLUMNS, SEQUENTIAL_COLUMNS)
     with atomic_path(args.out_md) as tmp:
         tmp.write_text("\n".join(md) + "\n")
     print("\n".join(md))

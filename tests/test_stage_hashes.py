@@ -9,7 +9,9 @@ config is composed. The integration part runs every stage script under its view 
 from __future__ import annotations
 
 import copy
+import csv
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -367,3 +369,31 @@ def test_rep_outputs_do_not_depend_on_the_gate_threshold(tiny_run):
     assert stage_dir(compose(overrides + ["rep.gate_threshold=0.5"]), "rep") == out  # the same directory ...
     assert {name: (out / name).read_bytes() for name in first} == first  # ... and the same bytes
     assert stage_dir(compose(overrides + ["rep.gate_threshold=0.5"]), "eval_rep") != stage_dir(cfg, "eval_rep")
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_the_sequential_table_and_figure_carry_the_perplexity_probe(tiny_run, tmp_path):
+    _, cfg = tiny_run
+    summary_path = stage_dir(cfg, "sequential_eval") / "valid.sequential.summary.json"
+    summary = json.loads(summary_path.read_text())
+    probe = summary["perplexity"]
+    assert len(probe["lines"]) == cfg["eval"]["sequential"]["perplexity"]["n_lines"] == len(probe["unedited"])
+    assert set(probe) == {"lines", "unedited", "rome", "memit", "alphaedit"} and set(probe["rome"]) == {"1", "2"}
+    csv_path, md_path, png = tmp_path / "sequential.csv", tmp_path / "sequential.md", tmp_path / "sequential.png"
+    res = subprocess.run([sys.executable, "scripts/sequential_table.py", "--out-csv", str(csv_path), "--out-md",
+                          str(md_path), str(summary_path)], cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = list(csv.DictReader(csv_path.open()))
+    assert {(r["method"], r["n_edits"]) for r in rows} >= {("Unedited", "1"), ("ROME", "2"), ("AlphaEdit − ROME", "2")}
+    for r in rows:
+        value, lo, hi = (float(r[k]) for k in ("perplexity", "perplexity_lo", "perplexity_hi"))
+        assert lo <= value <= hi, r
+        if "−" not in r["method"]:
+            assert value > 1
+    unedited = [float(r["perplexity"]) for r in rows if r["method"] == "Unedited"]
+    nll = sum(x for x, _ in probe["unedited"]) / sum(n for _, n in probe["unedited"])
+    assert unedited == pytest.approx([math.exp(nll)] * 2)
+    res = subprocess.run([sys.executable, "scripts/plot_sequential.py", "--out-png", str(png), str(csv_path)],
+                         cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 0 and png.stat().st_size > 0, res.stderr[-3000:]

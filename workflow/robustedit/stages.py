@@ -103,8 +103,10 @@ STAGES: dict[str, Stage] = {
                         files={"values": "{split}.values.csv"}),
     # the sequential protocol (robustedit.sequential): each eval.sequential method's edits accumulated over the
     # split's cases, the suite after every checkpoint N; MEMIT's layers' moments are stats at model.layer=<l>
+    # "stats": the perplexity probe leaves out the rows the statistics sampled (already hashed as an input)
     "sequential_eval": Stage(("seed", "rome", "model.layer", "eval.sequential", "eval.max_length",
-                              "eval.long_id_passages", *LOADS_MODEL, *BATCHES), ("cases", "stats", "templates"),
+                              "eval.long_id_passages", "stats", *LOADS_MODEL, *BATCHES),
+                             ("cases", "stats", "templates"), ("stats.local_files",),
                              files={"results": "{split}.sequential.results.jsonl",
                                     "summary": "{split}.sequential.summary.json"}),
     # EREN. The notebooks: encoder, index kind and the data sets' statements

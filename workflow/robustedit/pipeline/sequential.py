@@ -1,7 +1,8 @@
 """The sequential_eval stage (scripts/sequential_eval.py): eval.sequential's methods, each editing the split's
 cases one after another (robustedit.sequential), with the suite scored teacher-forced after every
 checkpoint N. Its results hold one record per (method, N, case); its summary every metric x aggregation
-per method and N, the seeded edit order and each method's seconds (editing, scoring)."""
+per method and N, the perplexity probe's per-line losses (unedited and per method and N), the seeded edit
+order and each method's seconds (editing, scoring)."""
 from __future__ import annotations
 
 import time
@@ -15,10 +16,24 @@ from robustedit.models.load import load_model, resolve_device
 from robustedit.pipeline.evaluate import summaries
 from robustedit.pipeline.sequential_config import at_layer, method_layers, moment_layers
 from robustedit.pipeline.stage import model_dir, stage_file
+from robustedit.pipeline.wikitext import stats_texts
 from robustedit.rome.hparams import ROMEHyperParams
+from robustedit.rome.stats import select_documents
 from robustedit.seeding import derive_seed
 from robustedit.sequential import SEQUENTIAL_EDITORS, edit_counts, edit_order, run_sequence
+from robustedit.sequential.probe import held_out_lines, line_losses
 from robustedit.stages import file_name
+
+
+def probe_lines(cfg: dict, cases: list[dict]) -> list[str]:
+    """eval.sequential.perplexity's lines: the statistics' corpus less the rows the stats stage sampled and
+    less any line sharing an 8-word run with a passage of the split's cases (robustedit.sequential.probe)."""
+    st, pp = cfg["stats"], cfg["eval"]["sequential"]["perplexity"]
+    texts = stats_texts(cfg)
+    used = set(select_documents(len(texts), st["n_samples"], st["sample_seed"]))
+    passages = [p for c in cases for p in [c["long_context"]["eval"], *c["long_context"]["held"]]]
+    return held_out_lines(texts, used, passages, pp["n_lines"], pp["min_words"],
+                          derive_seed(cfg["seed"], "perplexity lines", cfg["job"]["split"]))
 
 def make_editor(cfg: dict, method: str, lm, templates, moments: dict, device):
     seq = cfg["eval"]["sequential"]
@@ -32,17 +47,19 @@ def make_editor(cfg: dict, method: str, lm, templates, moments: dict, device):
                                       layers=layers, moments={x: moments[x] for x in layers}, **extra)
 
 
-def timed_sequence(lm, editor, ordered: list[dict], counts: list[int], unedited: list[dict],
-                   suite: dict) -> tuple[dict[int, list[dict]], dict]:
-    """run_sequence with the suite as its score (the unedited records as every N's "pre"), and the seconds
-    spent editing and scoring."""
+def timed_sequence(lm, editor, ordered: list[dict], counts: list[int], unedited: list[dict], suite: dict,
+                   lines: list[str]) -> tuple[dict[int, tuple[list[dict], list]], dict]:
+    """run_sequence with the suite (the unedited records as every N's "pre") and the probe's line losses as
+    its score, {N: (records, losses)}, and the seconds spent editing and scoring."""
     spent = {"score": 0.0}
 
-    def score(model, done: list[dict]) -> list[dict]:
+    def score(model, done: list[dict]) -> tuple[list[dict], list]:
         start = time.time()
         per_case = evaluate_cases(model, lm.tokenizer, lm.arch, done, None, pre_from=unedited[:len(done)], **suite)
+        losses = line_losses(model, lm.tokenizer, lm.arch, lines, suite["batch_size"], suite["device"],
+                             suite["max_length"])
         spent["score"] += time.time() - start
-        return per_case
+        return per_case, losses
 
     start = time.time()
     per_n = run_sequence(lm.model, lm.arch, editor, ordered, counts, score)
@@ -68,12 +85,17 @@ def sequential_split(cfg: dict, out_dir: Path) -> None:
     start = time.time()
     # every N's reference: the cases the largest checkpoint edits, scored on the unedited model
     unedited = evaluate_cases(lm.model, lm.tokenizer, lm.arch, ordered[:counts[-1]], None, **suite)
+    lines = probe_lines(cfg, cases)
+    perplexity: dict = {"lines": lines, "unedited": line_losses(lm.model, lm.tokenizer, lm.arch, lines,
+                                                                 hw["batch_size"], device, ev["max_length"])}
     seconds: dict = {"unedited": time.time() - start}
     records, summary = [], {}
     for method, editor in editors.items():
-        per_n, seconds[method] = timed_sequence(lm, editor, ordered, counts, unedited, suite)
-        summary[method] = {str(n): summaries(per_case) for n, per_case in per_n.items()}
-        records += [{"method": method, "n_edits": n, **case} for n, per_case in per_n.items() for case in per_case]
+        per_n, seconds[method] = timed_sequence(lm, editor, ordered, counts, unedited, suite, lines)
+        summary[method] = {str(n): summaries(per_case) for n, (per_case, _) in per_n.items()}
+        perplexity[method] = {str(n): losses for n, (_, losses) in per_n.items()}
+        records += [{"method": method, "n_edits": n, **case} for n, (per_case, _) in per_n.items()
+                    for case in per_case]
         print(f"[sequential] {method}: " + ", ".join(
             f"N={n} success {summary[method][str(n)]['post/exact_match/micro']['columns']['success']:.1f}"
             for n in per_n) + f" ({seconds[method]['edit']:.0f} s editing, {seconds[method]['score']:.0f} s "
@@ -82,4 +104,4 @@ def sequential_split(cfg: dict, out_dir: Path) -> None:
     write_json(out_dir / file_name("sequential_eval", "summary", split=split),
                {"model": cfg["model"]["name"], "split": split, "order": [c["case_id"] for c in ordered],
                 "n_edits": counts, "layers": {m: method_layers(cfg, m) for m in seq["methods"]},
-                "seconds": seconds, "summaries": summary})
+                "seconds": seconds, "summaries": summary, "perplexity": perplexity})
