@@ -3,7 +3,9 @@
     python scripts/sequential_eval.py job.split=test
 Writes <stage dir>/<split>.sequential.results.jsonl (per method, checkpoint N and edited case: its items'
 metrics with all N edits in the weights, and the unedited model's under "pre") and
-<split>.sequential.summary.json (every metric x aggregation per method and N, the edit order, the seconds).
+<split>.sequential.summary.json (every metric x aggregation per method and N, the perplexity probe's losses,
+the edit order, the seconds). A killed run resumes at the first method it had not finished
+(<split>.sequential.partial/; job.fresh=true starts afresh).
 """
 from __future__ import annotations
 
@@ -13,9 +15,12 @@ from robustedit.pipeline.sequential import sequential_split
 from robustedit.pipeline.stage import stage_app
 
 
+STAMP_FILES = (__file__,)  # the script a resume piece's code version covers (besides the library)
+
+
 @stage_app("sequential_eval")
 def main(cfg: dict, out_dir: Path) -> None:
-    sequential_split(cfg, out_dir)
+    sequential_split(cfg, out_dir, STAMP_FILES)
 
 
 if __name__ == "__main__":

@@ -397,3 +397,35 @@ def test_the_sequential_table_and_figure_carry_the_perplexity_probe(tiny_run, tm
     res = subprocess.run([sys.executable, "scripts/plot_sequential.py", "--out-png", str(png), str(csv_path)],
                          cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 0 and png.stat().st_size > 0, res.stderr[-3000:]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_sequential_eval_resumes_at_the_first_method_it_had_not_finished(tiny_run, tmp_path, monkeypatch):
+    import robustedit.pipeline.sequential as sequential
+
+    _, cfg = tiny_run
+    calls, real = [], sequential.timed_sequence
+
+    def killed_at_the_third(lm, editor, *args):
+        calls.append(type(editor).__name__)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # as a kill would, after ROME's and MEMIT's pieces
+        return real(lm, editor, *args)
+
+    monkeypatch.setattr(sequential, "timed_sequence", killed_at_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        sequential.sequential_split(cfg, tmp_path)
+    partial = tmp_path / "valid.sequential.partial"
+    pieces = sorted(p.name for p in partial.glob("*.pt"))
+    assert pieces == ["000000.pt", "000001.pt", "000002.pt"]
+    assert not (tmp_path / "valid.sequential.summary.json").exists()
+    rome_piece = torch.load(partial / "000001.pt", weights_only=True)["records"][0]
+    calls.clear()
+    sequential.sequential_split(cfg, tmp_path)
+    assert calls == ["AlphaEditSequential"] and not partial.exists()
+    summary = json.loads((tmp_path / "valid.sequential.summary.json").read_text())
+    assert summary["summaries"]["rome"] == json.loads(json.dumps(rome_piece["summary"]))  # reused, not recomputed
+    assert set(summary["summaries"]) == {"rome", "memit", "alphaedit"} and summary["seconds"]["rome"]
+    first_run = stage_dir(cfg, "sequential_eval") / "valid.sequential.summary.json"
+    assert summary["perplexity"]["lines"] == json.loads(first_run.read_text())["perplexity"]["lines"]

@@ -108,7 +108,8 @@ STAGES: dict[str, Stage] = {
                               "eval.long_id_passages", "stats", *LOADS_MODEL, *BATCHES),
                              ("cases", "stats", "templates"), ("stats.local_files",),
                              files={"results": "{split}.sequential.results.jsonl",
-                                    "summary": "{split}.sequential.summary.json"}),
+                                    "summary": "{split}.sequential.summary.json",
+                                    "partial": "{split}.sequential.partial"}),
     # EREN. The notebooks: encoder, index kind and the data sets' statements
     "eren_index": Stage(("eren.index", "eren.data", *ENCODES), (), ("eren.data",),
                         files={"report": "index.json", **NOTEBOOK}),

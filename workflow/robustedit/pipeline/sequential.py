@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from robustedit.checkpoints import CasePieces, checkpoint_stamp
 from robustedit.evaluate import evaluate_cases
 from robustedit.io import read_json, read_jsonl, write_json, write_jsonl
 from robustedit.models.load import load_model, resolve_device
@@ -23,6 +24,8 @@ from robustedit.seeding import derive_seed
 from robustedit.sequential import SEQUENTIAL_EDITORS, edit_counts, edit_order, run_sequence
 from robustedit.sequential.probe import held_out_lines, line_losses
 from robustedit.stages import file_name
+
+UNEDITED = "unedited"  # the first resume piece and the summary's key of the unedited reference
 
 
 def probe_lines(cfg: dict, cases: list[dict]) -> list[str]:
@@ -66,7 +69,10 @@ def timed_sequence(lm, editor, ordered: list[dict], counts: list[int], unedited:
     return per_n, {"edit": time.time() - start - spent["score"], "score": spent["score"]}
 
 
-def sequential_split(cfg: dict, out_dir: Path) -> None:
+def sequential_split(cfg: dict, out_dir: Path, stamp_files: tuple = ()) -> None:
+    """The stage's outputs. The unedited reference and each finished method are resume pieces
+    (<split>.sequential.partial/, checkpoints.CasePieces stamped with the code version and `stamp_files`):
+    a killed run starts again at the first method it had not finished."""
     split, hw, seq = cfg["job"]["split"], cfg["hardware"], cfg["eval"]["sequential"]
     cases = read_jsonl(stage_file(cfg, "cases", "cases"))
     order = edit_order([c["case_id"] for c in cases], derive_seed(cfg["seed"], "sequential order", split))
@@ -82,26 +88,41 @@ def sequential_split(cfg: dict, out_dir: Path) -> None:
                  long_id_passages=ev["long_id_passages"])
     # every editor first, so that a method the model does not support fails before any computation
     editors = {method: make_editor(cfg, method, lm, templates, moments, device) for method in seq["methods"]}
-    start = time.time()
-    # every N's reference: the cases the largest checkpoint edits, scored on the unedited model
-    unedited = evaluate_cases(lm.model, lm.tokenizer, lm.arch, ordered[:counts[-1]], None, **suite)
-    lines = probe_lines(cfg, cases)
-    perplexity: dict = {"lines": lines, "unedited": line_losses(lm.model, lm.tokenizer, lm.arch, lines,
-                                                                 hw["batch_size"], device, ev["max_length"])}
-    seconds: dict = {"unedited": time.time() - start}
-    records, summary = [], {}
-    for method, editor in editors.items():
-        per_n, seconds[method] = timed_sequence(lm, editor, ordered, counts, unedited, suite, lines)
-        summary[method] = {str(n): summaries(per_case) for n, (per_case, _) in per_n.items()}
-        perplexity[method] = {str(n): losses for n, (_, losses) in per_n.items()}
-        records += [{"method": method, "n_edits": n, **case} for n, (per_case, _) in per_n.items()
-                    for case in per_case]
+    partial = out_dir / file_name("sequential_eval", "partial", split=split)
+    pieces = CasePieces(partial, [UNEDITED, *editors], "sequential",
+                        stamp=checkpoint_stamp("sequential_eval", out_dir, stamp_files))
+    done = pieces.resume(bool(cfg["job"].get("fresh")), mmap=False)
+    if done:
+        print(f"[sequential] resuming after {[UNEDITED, *editors][:len(done)]}", flush=True)
+    if not done:
+        start = time.time()
+        # every N's reference: the cases the largest checkpoint edits, scored on the unedited model
+        unedited = evaluate_cases(lm.model, lm.tokenizer, lm.arch, ordered[:counts[-1]], None, **suite)
+        lines = probe_lines(cfg, cases)
+        losses = line_losses(lm.model, lm.tokenizer, lm.arch, lines, hw["batch_size"], device, ev["max_length"])
+        done.append({"unedited": unedited, "lines": lines, "losses": losses, "seconds": time.time() - start})
+        pieces.write(0, [UNEDITED], done[-1:])
+    unedited, lines = done[0]["unedited"], done[0]["lines"]
+    for k, (method, editor) in enumerate(editors.items(), start=1):
+        if k < len(done):
+            continue
+        per_n, seconds = timed_sequence(lm, editor, ordered, counts, unedited, suite, lines)
+        done.append({"summary": {str(n): summaries(per_case) for n, (per_case, _) in per_n.items()},
+                     "losses": {str(n): losses for n, (_, losses) in per_n.items()}, "seconds": seconds,
+                     "records": [{"method": method, "n_edits": n, **case} for n, (per_case, _) in per_n.items()
+                                 for case in per_case]})
+        pieces.write(k, [method], done[-1:])
         print(f"[sequential] {method}: " + ", ".join(
-            f"N={n} success {summary[method][str(n)]['post/exact_match/micro']['columns']['success']:.1f}"
-            for n in per_n) + f" ({seconds[method]['edit']:.0f} s editing, {seconds[method]['score']:.0f} s "
-            f"scoring)", flush=True)
-    write_jsonl(out_dir / file_name("sequential_eval", "results", split=split), records)
+            f"N={n} success {done[-1]['summary'][str(n)]['post/exact_match/micro']['columns']['success']:.1f}"
+            for n in per_n) + f" ({seconds['edit']:.0f} s editing, {seconds['score']:.0f} s scoring)", flush=True)
+    methods = dict(zip(editors, done[1:]))
+    write_jsonl(out_dir / file_name("sequential_eval", "results", split=split),
+                [r for piece in methods.values() for r in piece["records"]])
     write_json(out_dir / file_name("sequential_eval", "summary", split=split),
                {"model": cfg["model"]["name"], "split": split, "order": [c["case_id"] for c in ordered],
                 "n_edits": counts, "layers": {m: method_layers(cfg, m) for m in seq["methods"]},
-                "seconds": seconds, "summaries": summary, "perplexity": perplexity})
+                "seconds": {UNEDITED: done[0]["seconds"], **{m: p["seconds"] for m, p in methods.items()}},
+                "summaries": {m: p["summary"] for m, p in methods.items()},
+                "perplexity": {"lines": lines, UNEDITED: done[0]["losses"],
+                               **{m: p["losses"] for m, p in methods.items()}}})
+    pieces.remove()  # last: the outputs are complete
