@@ -31,6 +31,7 @@ except Exception:  # commands without --cores (e.g. --cleanup-metadata) plan no 
 PY = "python" if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method else sys.executable
 COMMON_OVERRIDES = shlex.split(config.get("overrides") or "")
 RUNS = [shlex.split(r) + COMMON_OVERRIDES for r in config["runs"]]
+RUN_ARGS = " ".join(f"--run {shlex.quote(shlex.join(r))}" for r in RUNS)  # as scripts/wandb_log.py reads them
 CFGS = [compose(r) for r in RUNS]
 
 # Rule patterns below are rooted at these folders, which all runs must share.

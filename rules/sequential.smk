@@ -77,7 +77,30 @@ rule plot_sequential:
         "{params.py:q} scripts/plot_sequential.py --out-png {output:q} {input:q} > {log:q} 2>&1"
 
 
+# the sequential table and figure in wandb (offline under results/wandb unless tracking.mode=online), as
+# wandb_log does for `all`'s, in the group "sequential"
+rule wandb_log_sequential:
+    input:
+        table=f"{RESULTS}/tables/sequential.csv",
+        figure=f"{RESULTS}/figures/sequential.png",
+    output:
+        marker=f"{RESULTS}/wandb/wandb_log_sequential.json",
+    log:
+        f"{RESULTS}/logs/wandb_log_sequential.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/wandb_log_sequential.tsv"
+    conda:
+        "../env.yaml"
+    params:
+        py=PY,
+        runs=RUN_ARGS,
+    shell:
+        "{params.py:q} scripts/wandb_log.py {params.runs} --group sequential --tables {input.table:q}"
+        " --figures {input.figure:q} --out {output.marker:q} > {log:q} 2>&1"
+
+
 rule sequential:
     input:
         f"{RESULTS}/tables/sequential.csv",
         f"{RESULTS}/figures/sequential.png",
+        f"{RESULTS}/wandb/wandb_log_sequential.json",

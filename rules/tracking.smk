@@ -31,7 +31,7 @@ rule wandb_log:
         "../env.yaml"
     params:
         py=PY,
-        runs=" ".join(f"--run {shlex.quote(shlex.join(r))}" for r in RUNS),
+        runs=RUN_ARGS,
         stages=" ".join(TABLE1_STAGES),
     shell:
         "{params.py:q} scripts/wandb_log.py {params.runs} --stages {params.stages} --tables {input.tables:q}"

@@ -38,10 +38,11 @@ def table1_metrics(cfg: dict, stages: list[str]) -> dict[str, float]:
     return out
 
 
-def log_run(overrides: list[str], stages: list[str], tables: list[Path], figures: list[Path]) -> dict:
+def log_run(overrides: list[str], stages: list[str], tables: list[Path], figures: list[Path],
+            group: str = "pipeline") -> dict:
     cfg = compose(overrides)
     name = cfg["model"]["name"]
-    with start_run(cfg, name=name, group="pipeline", job_type="pipeline") as tracker:
+    with start_run(cfg, name=name, group=group, job_type=group) as tracker:
         tracker.log_metrics(table1_metrics(cfg, stages))
         for path in tables:
             tracker.log_table(f"tables/{path.stem}", read_csv(path))
@@ -54,12 +55,15 @@ def log_run(overrides: list[str], stages: list[str], tables: list[Path], figures
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", action="append", required=True, help="one run's Hydra overrides, as one string")
-    ap.add_argument("--stages", nargs="+", required=True, help="evaluation stages whose summaries are Table 1 rows")
+    ap.add_argument("--stages", nargs="*", default=[],
+                    help="evaluation stages whose summaries are Table 1 rows (none: the tables and figures alone)")
+    ap.add_argument("--group", default="pipeline", help="the wandb group and job type (the sequential target's: "
+                                                        "sequential)")
     ap.add_argument("--tables", nargs="*", type=Path, default=[])
     ap.add_argument("--figures", nargs="*", type=Path, default=[])
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
-    runs = [log_run(shlex.split(r), args.stages, args.tables, args.figures) for r in args.run]
+    runs = [log_run(shlex.split(r), args.stages, args.tables, args.figures, args.group) for r in args.run]
     write_json(args.out, {"runs": runs, "tables": [str(p) for p in args.tables],
                           "figures": [str(p) for p in args.figures]})
     for r in runs:

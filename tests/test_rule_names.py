@@ -11,8 +11,9 @@ from robustedit.stages import STAGES, file_name, file_pattern
 
 RULE_FILES = [REPO / "Snakefile", *sorted((REPO / "rules").glob("*.smk"))]
 SCRIPTS = sorted((REPO / "scripts").glob("*.py"))
-# Rules that run a script of another name: the plotting rules plot_<figure> share scripts/plot.py <figure>
-SHARED_SCRIPTS = {"plot": "plot_"}
+# Rules that run a script of another name: the plotting rules plot_<figure> share scripts/plot.py <figure>,
+# and wandb_log_<target> logs another target's tables with scripts/wandb_log.py
+SHARED_SCRIPTS = {"plot": "plot_", "wandb_log": "wandb_log_"}
 
 
 def rules_and_scripts() -> dict[str, set[str]]:

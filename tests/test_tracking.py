@@ -160,3 +160,20 @@ def test_wandb_log_script_logs_each_run(tmp_path):
     assert not any(k.startswith("table1_generation/ROME+REP/") for k in got["summary"])
     assert got["config"]["paths"]["results"] == f"{tmp_path}/results"
     assert {"tables/table1/path", "figures/key_similarity/path"} <= got["history"]
+
+
+def test_wandb_log_script_logs_the_sequential_table_without_table1_stages(tmp_path):
+    """The sequential target's wandb_log_sequential: no Table 1 summaries, its table and figure in the group."""
+    overrides = [f"paths.results={tmp_path}/results"]
+    table = tmp_path / "sequential.csv"
+    table.write_text("model,method,n_edits,success,perplexity\nsmollm2-135m,ROME,10,90.0,21.5\n")
+    png = tiny_png(tmp_path / "sequential.png")
+    out = tmp_path / "results" / "wandb" / "wandb_log_sequential.json"
+    res = subprocess.run([sys.executable, "scripts/wandb_log.py", "--run", " ".join(overrides), "--group", "sequential",
+                          "--tables", str(table), "--figures", str(png), "--out", str(out)],
+                         cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    (run,) = json.loads(out.read_text())["runs"]
+    got = logged(Path(run["dir"]))
+    assert {"tables/sequential/path", "figures/sequential/path"} <= got["history"]
+    assert not any(k.startswith("table1") for k in got["summary"])
