@@ -23,6 +23,7 @@ from robustedit.eren.notebook import Notebook
 from robustedit.eren.reader import ChatReader
 from robustedit.eren.robustness import edit_statement, evaluate_robustness
 from robustedit.evaluate import evaluate_cases
+from robustedit.evaluate.generation import GenerationSpec
 from robustedit.evaluate.leakage import leak_guard
 from robustedit.models.arch import Architecture
 from robustedit.models.load import resolve_device
@@ -219,7 +220,8 @@ def test_templates_and_second_moment_on_cuda(llama_tok, model):
 # ---------------------------------------------------------------- REP and evaluation
 def rep_and_evaluation(model, tok, device) -> dict:
     """REP fit (dropout, gate loss, negative subsampling), then the suite on ROME and ROME+REP edits,
-    batched and sequential, packed and not (the unedited "pre" scores are computed once)."""
+    batched and sequential, packed and not (the unedited "pre" scores are computed once), and with the
+    generation protocol."""
     u = torch.randn(ARCH.key_dim(model, LAYER), generator=torch.Generator().manual_seed(1))
     tcfg = RepTrainConfig(steps=3, gate_loss_weight=0.5, gate_max_negatives=5)
     down = ARCH.module(model, "down_proj", LAYER)
@@ -236,6 +238,10 @@ def rep_and_evaluation(model, tok, device) -> dict:
     out["rome_sequential"] = suite(edits, "sequential", pack=False, alternatives=False, **pre)
     out["rep_batched"] = suite(rep, "batched", **pre)
     out["rep_sequential"] = suite(rep, "sequential", **pre)
+    # both protocols: continuations decoded from the teacher-forced cache, per-row edits at every new token
+    spec = GenerationSpec(margin=2)
+    out["rome_generation"] = suite(edits, "batched", generation=spec)
+    out["rep_generation"] = suite(rep, "batched", generation=spec, pre_from=out["rome_generation"])
     return out
 
 
