@@ -82,6 +82,9 @@ def test_sequential_rome_equals_a_plain_loop_of_single_edits(llama_tok, model):
         if n in seen:
             assert torch.allclose(seen[n][1][LAYER], down(plain, LAYER), rtol=1e-9, atol=1e-12), n
         single.append(execute_rome_detailed(model, llama_tok, ARCH, [req], C, TEMPLATES, HP, "cpu", LAYER)[0][0])
+        # the keys sit below the edited weight, so each sequential edit's u is its single edit's: the rep stage's
+        # adaptors (trained on the single edit's keys and u) are what sequential training would give
+        torch.testing.assert_close(edit.u, single[-1].u, rtol=1e-10, atol=1e-12)
     # the second and third edits were computed on the edited model: not the single-edit protocol's
     sequential_delta = seen[3][1][LAYER] - seen[1][1][LAYER]
     independent = single[1].delta() + single[2].delta()
