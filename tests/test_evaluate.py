@@ -223,6 +223,23 @@ def test_no_edit_scores_the_unedited_model_once(llama_tok, tiny_llama_model, mon
             assert {k: v for k, v in it.items() if k in it["pre"]} == it["pre"]
 
 
+def test_edits_in_the_weights_with_reused_pre_scores_score_the_model_as_it_is(llama_tok, tiny_llama_model):
+    """The sequential protocol's call: every edit already written into the weights (no edit batch) and the
+    unedited scores reused as pre. The post phase is this model's, never the reused pre phase."""
+    from robustedit.edits import applied
+
+    arch = arch_for("llama")
+    unedited = evaluate_cases(tiny_llama_model, llama_tok, arch, CASES, None, batch_size=8, device="cpu")
+    (edit,) = random_edits(tiny_llama_model, arch, 1, seed=4)
+    with applied(arch.module(tiny_llama_model, "down_proj", edit.layer), edit):
+        got = evaluate_cases(tiny_llama_model, llama_tok, arch, CASES, None, batch_size=8, device="cpu",
+                             pre_from=unedited)
+        want = evaluate_cases(tiny_llama_model, llama_tok, arch, CASES, None, batch_size=8, device="cpu")
+    fields = ["argmax_ids", "token_logprobs"]
+    assert _item_fields(got, fields) == _item_fields(want, fields) != _item_fields(unedited, fields)
+    assert [[it["pre"] for it in c["items"]] for c in got] == [[it["pre"] for it in c["items"]] for c in unedited]
+
+
 def test_pre_scores_can_be_reused(llama_tok, tiny_llama_model):
     arch = arch_for("llama")
     edits = random_edits(tiny_llama_model, arch, len(CASES), seed=2)

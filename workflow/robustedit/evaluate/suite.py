@@ -143,8 +143,8 @@ def evaluate_cases(model, tok, arch, cases: Sequence[dict], edits, batch_size: i
         pre = _pre_from_results(pre_from, cases, items_per_case, rows, generation)
     else:
         pre = score_items(model, arch, encoded, batch_size, device, pack=pack, greedy=greedy)
-    if isinstance(edit_batch, NoEdit):  # nothing is edited: the post phase is the pre phase, not a second pass
-        post = pre
+    if isinstance(edit_batch, NoEdit) and pre_from is None:
+        post = pre  # nothing is edited and pre is this model's: the post phase is the pre phase, not a second pass
     elif mode == "batched":
         post = score_items(model, arch, encoded, batch_size, device, edit_batch.for_rows, row_case, pack=pack,
                            greedy=greedy)
