@@ -29,20 +29,13 @@ from robustedit.eren.editor import SCORE_GATED, ErenEditor
 from robustedit.eren.evaluate import evaluate_methods
 from robustedit.eren.gate import LABEL, calibrate_or_skip, held_out
 from robustedit.eren.notebook import Notebook
-from robustedit.eren.robustness import edit_statement, per_case_items, robustness_items, suite_summary
+from robustedit.eren.robustness import (GENERATION_KEY, edit_statement, per_case_items, robustness_items,
+                                        suite_summaries)
 from robustedit.eren.teacher_forced import TF_METRICS, teacher_force
-from robustedit.evaluate import summarise
 from robustedit.io import read_jsonl, write_json, write_jsonl
-from robustedit.metrics import AGGREGATIONS
 from robustedit.pipeline.stage import stage_app, stage_file
 from robustedit.pipeline.eren import load_encoder_from, load_reader_from
 from robustedit.stages import file_name
-
-# Table 1 looks summaries up by metric name (scripts/table1.py: exact_match for the teacher-forced rows,
-# generation_match for the generation rows). EREN's generation-based scorer is filed under generation_match (the
-# block's `metric` names it); its teacher-forced scores under the metrics they are.
-GENERATION_KEY = "generation_match"
-
 
 # method -> its files of the stage (robustedit.stages): EREN's are the ones Table 1 reads as the EREN row
 SUITE_FILES = {"eren": ("results", "summary"), SCORE_GATED: ("score_results", "score_summary")}
@@ -54,18 +47,6 @@ def load_cases(cfg: dict, split: str) -> list[dict]:
     if not cases:
         raise RecordError(f"{path}: no cases to evaluate")
     return cases
-
-
-def summaries(items: list[dict], teacher_forced: bool) -> dict:
-    """Both protocols' blocks of one method's scored items (the teacher-forced ones when computed)."""
-    per_case = per_case_items(items)
-    out = {}
-    for stage in ("pre", "post"):
-        for agg in AGGREGATIONS:
-            out[f"{stage}/{GENERATION_KEY}/{agg}"] = suite_summary(items, agg, unedited=stage == "pre")
-            for metric in TF_METRICS if teacher_forced else ():
-                out[f"{stage}/{metric}/{agg}"] = summarise(per_case, metric, agg, stage=stage)
-    return out
 
 
 def evaluate_split(cfg: dict, split: str, encoder, reader) -> dict[str, tuple[list[dict], dict]]:
@@ -106,7 +87,7 @@ def evaluate_split(cfg: dict, split: str, encoder, reader) -> dict[str, tuple[li
         result = results[method]
         extra = {"score_gate": gate} if method == SCORE_GATED else {}
         summary = {"method": label, "model": cfg["model"]["name"], "split": split, "include_unedited": False,
-                   "summaries": summaries(scored[method], eren["suite"]["teacher_forced"]),
+                   "summaries": suite_summaries(scored[method], eren["suite"]["teacher_forced"]),
                    "eren": {**settings, **extra, "diagnostics": result.summary, "timing": timing}}
         out[method] = (per_case_items(scored[method]), summary)
     return out

@@ -21,11 +21,13 @@ from typing import Sequence
 
 from ..errors import ConfigError, RecordError
 from ..evaluate.items import GROUPS, build_items
-from ..metrics import aggregate
+from ..evaluate.suite import summarise
+from ..metrics import AGGREGATIONS, aggregate
 from .answers import answer_matches, same_output
 from .editor import ErenEditor
 from .evaluate import EvalResult, evaluate_items
 from .notebook import clean_statement
+from .teacher_forced import TF_METRICS
 
 EREN_METRIC = "eren_answer_match@1"
 EREN_LOCALITY_METRIC = "eren_output_unchanged@1"
@@ -33,6 +35,10 @@ EREN_LOCALITY_METRIC = "eren_output_unchanged@1"
 SUITE_GROUPS = ("success", "locality", "rephrase_id", "shuffle_id", "long_id", "rephrase_ood", "shuffle_ood",
                 "long_ood")
 LOCALITY_GROUP = "locality"
+# Table 1 looks summaries up by metric name (scripts/table1.py: exact_match for the teacher-forced rows,
+# generation_match for the generation rows). EREN's generation-based scorer is filed under generation_match (the
+# block's `metric` names it); its teacher-forced scores under the metrics they are.
+GENERATION_KEY = "generation_match"
 
 
 def _where(case: dict) -> str:
@@ -121,3 +127,16 @@ def suite_summary(items: Sequence[dict], aggregation: str, unedited: bool = Fals
     return {"metric": EREN_METRIC, "locality_metric": EREN_LOCALITY_METRIC, "aggregation": aggregation,
             "stage": "pre" if unedited else "post", "n_cases": len(per_case), "columns": columns,
             "n_items": counts}
+
+
+def suite_summaries(items: Sequence[dict], teacher_forced: bool) -> dict:
+    """Both protocols' blocks of one method's scored items (the teacher-forced ones when computed), keyed
+    "<pre|post>/<metric>/<aggregation>" as robustedit.pipeline.evaluate.summaries keys ROME's."""
+    per_case = per_case_items(items)
+    out = {}
+    for stage in ("pre", "post"):
+        for agg in AGGREGATIONS:
+            out[f"{stage}/{GENERATION_KEY}/{agg}"] = suite_summary(items, agg, unedited=stage == "pre")
+            for metric in TF_METRICS if teacher_forced else ():
+                out[f"{stage}/{metric}/{agg}"] = summarise(per_case, metric, agg, stage=stage)
+    return out
