@@ -5,10 +5,10 @@ import sys
 
 import pytest
 
-import eren_suite as eren_suite_script  # noqa: E402
 import gate_threshold as gate_threshold_script  # noqa: E402
 import table1 as table1_script  # noqa: E402
 
+from robustedit.eren.robustness import suite_summaries  # noqa: E402
 from robustedit.errors import DataIntegrityError  # noqa: E402
 from robustedit.eren.robustness import per_case_items  # noqa: E402
 from robustedit.evaluate.suite import summarise  # noqa: E402
@@ -69,7 +69,7 @@ def eren_results(case_ids, correct, teacher_forced=True):
                            "pre": {"exact_match@1": 0.0, "token_mean_acc@1": 0.0, "locality_agreement@1": 1.0}})
                 items.append(it)
     return per_case_items(items), {"method": "EREN", "model": "m", "split": "valid", "include_unedited": False,
-                                   "summaries": eren_suite_script.summaries(items, teacher_forced)}
+                                   "summaries": suite_summaries(items, teacher_forced)}
 
 
 def save(tmp_path, name, summary_, per_case):
