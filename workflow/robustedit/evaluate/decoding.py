@@ -21,6 +21,7 @@ from typing import Callable, ContextManager, Sequence
 import torch
 
 from .continuations import continues
+from .packing import layer_type_masks
 
 
 def _decode_mask(prompt_len: torch.Tensor, width: int, step: int, dtype, window: int | None) -> torch.Tensor:
@@ -37,14 +38,8 @@ def _decode_mask(prompt_len: torch.Tensor, width: int, step: int, dtype, window:
 
 
 def decode_masks(model, prompt_len: torch.Tensor, width: int, step: int, dtype, device):
-    """The model's mask argument for a decoding step: one 4D mask, or one per layer type (as packing.py)."""
-    cfg = getattr(model.config, "text_config", model.config)
-    window = getattr(cfg, "sliding_window", None)
-    types = set(getattr(cfg, "layer_types", None) or [])
-    if "sliding_attention" in types and window:
-        return {"full_attention": _decode_mask(prompt_len, width, step, dtype, None).to(device),
-                "sliding_attention": _decode_mask(prompt_len, width, step, dtype, window).to(device)}
-    return _decode_mask(prompt_len, width, step, dtype, window if window and not types else None).to(device)
+    """The model's mask argument for a decoding step: one 4D mask, or one per layer type (packing's rule)."""
+    return layer_type_masks(model, lambda window: _decode_mask(prompt_len, width, step, dtype, window).to(device))
 
 
 @torch.no_grad()

@@ -14,7 +14,7 @@ mask, measured in positions, not row indices.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -79,16 +79,28 @@ def packed_inputs(rows: Sequence[PackedRow], device, dtype: torch.dtype, window:
     return ids.to(device), pos.to(device), mask[:, None].to(device), [x[3] for x in layouts]
 
 
-def _attention_masks(model, rows, device, dtype):
-    """The model's mask argument: one 4D mask, or per layer type for models that mix window sizes."""
+def layer_type_masks(model, make: Callable[[int | None], object]):
+    """The model's mask argument from make(window) (window None: full attention): one 4D mask, or one per layer
+    type for models that mix full and sliding-window layers (Gemma 3); a model with a window on every layer
+    and no layer types gets the windowed mask."""
     cfg = getattr(model.config, "text_config", model.config)
     window = getattr(cfg, "sliding_window", None)
     types = set(getattr(cfg, "layer_types", None) or [])
     if "sliding_attention" in types and window:
-        ids, pos, full, reads = packed_inputs(rows, device, dtype)
-        _, _, sliding, _ = packed_inputs(rows, device, dtype, window)
-        return ids, pos, {"full_attention": full, "sliding_attention": sliding}, reads
-    return packed_inputs(rows, device, dtype, window if window and not types else None)
+        return {"full_attention": make(None), "sliding_attention": make(window)}
+    return make(window if window and not types else None)
+
+
+def _attention_masks(model, rows, device, dtype):
+    """(input ids, positions, the model's mask argument, reads) of a packed batch (layer_type_masks)."""
+    built = []
+
+    def make(window):
+        built.append(packed_inputs(rows, device, dtype, window))
+        return built[-1][2]
+    mask = layer_type_masks(model, make)
+    ids, pos, _, reads = built[0]
+    return ids, pos, mask, reads
 
 
 def score_packed_batch(model, arch, rows: Sequence[PackedRow], device, cache=None) -> list[list[ItemScore]]:
