@@ -254,6 +254,16 @@ def eren_reader(stage):
     return lambda w: MODEL_SOURCE.format(model=RUN_OF[(stage, w.model, w.hash)]["eren"]["reader"])
 
 
+def sequential_extra(w):
+    """Input function of rules/sequential.smk: what its methods read beyond ROME's, the rep stage's adaptors
+    (rep) and the prepared reader (eren)."""
+    cfg = RUN_OF[("sequential_eval", w.model, w.hash)]
+    methods = cfg["eval"]["sequential"]["methods"]
+    return ([stage_file(cfg, "rep", "adaptors")] if "rep" in methods else []) + (
+        [MODEL_SOURCE.format(model=cfg["eren"]["reader"])] if "eren" in methods else []
+    )
+
+
 def sequential_moments(w):
     """Input function of rules/sequential.smk: the second moment of every layer the job's methods edit (a stats
     directory each)."""

@@ -20,6 +20,7 @@ rule sequential_eval:
         cases=upstream("sequential_eval", "cases", "cases"),
         templates=upstream("sequential_eval", "templates", "templates"),
         moments=sequential_moments,
+        extra=sequential_extra,
     output:
         results=out("sequential_eval", "results"),
         summary=out("sequential_eval", "summary"),

@@ -4,8 +4,9 @@
 Writes <stage dir>/<split>.sequential.results.jsonl (per method, checkpoint N and edited case: its items'
 metrics with all N edits in the weights, and the unedited model's under "pre") and
 <split>.sequential.summary.json (every metric x aggregation per method and N, the perplexity probe's losses,
-the edit order, the seconds). A killed run resumes at the first method it had not finished
-(<split>.sequential.partial/; job.fresh=true starts afresh).
+the edit order, the seconds per sequence). One ROME sequence scores rome and rep (ROME+REP: the rep stage's
+adaptors composed); eren's notebook grows instead of the weights. A killed run resumes at the first sequence
+it had not finished (<split>.sequential.partial/; job.fresh=true starts afresh).
 """
 from __future__ import annotations
 

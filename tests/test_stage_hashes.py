@@ -162,8 +162,9 @@ def test_a_stage_script_refuses_an_unknown_key_before_running(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_gate_threshold_is_hashed_by_eval_rep_alone_and_hidden_from_rep():
-    assert changed(compose(["rep.gate_threshold=0.5"])) == {"eval_rep", "rep_diagnostics"}  # and eval_rep's diagnostics
+def test_gate_threshold_is_hashed_by_the_evaluations_alone_and_hidden_from_rep():
+    # eval_rep, its diagnostics, and sequential_eval (ROME+REP's composed adaptors), never the training
+    assert changed(compose(["rep.gate_threshold=0.5"])) == {"eval_rep", "rep_diagnostics", "sequential_eval"}
     assert stage_view(BASE, "eval_rep")["rep"]["gate_threshold"] == 0.9
     with pytest.raises(StageReadError, match="stage 'rep' read config key 'rep.gate_threshold'"):
         stage_view(BASE, "rep")["rep"]["gate_threshold"]
@@ -379,14 +380,24 @@ def test_the_sequential_table_and_figure_carry_the_perplexity_probe(tiny_run, tm
     summary = json.loads(summary_path.read_text())
     probe = summary["perplexity"]
     assert len(probe["lines"]) == cfg["eval"]["sequential"]["perplexity"]["n_lines"] == len(probe["unedited"])
-    assert set(probe) == {"lines", "unedited", "rome", "memit", "alphaedit"} and set(probe["rome"]) == {"1", "2"}
+    # every weight-editing method has the probe; EREN edits no weight
+    assert set(probe) == {"lines", "unedited", "rome", "rep", "memit", "alphaedit"} and set(probe["rep"]) == {"1", "2"}
     csv_path, md_path, png = tmp_path / "sequential.csv", tmp_path / "sequential.md", tmp_path / "sequential.png"
     res = subprocess.run([sys.executable, "scripts/sequential_table.py", "--out-csv", str(csv_path), "--out-md",
                           str(md_path), str(summary_path)], cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
     rows = list(csv.DictReader(csv_path.open()))
-    assert {(r["method"], r["n_edits"]) for r in rows} >= {("Unedited", "1"), ("ROME", "2"), ("AlphaEdit − ROME", "2")}
+    assert {(r["method"], r["n_edits"]) for r in rows} >= {
+        ("Unedited", "1"), ("ROME", "2"), ("ROME+REP", "2"), ("AlphaEdit − ROME", "2"), ("EREN", "2"),
+        ("EREN − ROME", "2"), ("ROME+REP − ROME", "2")}
+    assert [r["method"] for r in rows].count("Unedited") == 2  # once per N, from ROME's pre phase
+    eren = [r for r in rows if r["method"].startswith("EREN")]
+    assert all(r["perplexity"] == "" for r in eren)  # no weight edited
+    assert {(r["method"], r["protocol"]) for r in eren} == {
+        ("EREN", "teacher_forced"), ("EREN − ROME", "teacher_forced"), ("EREN (generation)", "generation")}
     for r in rows:
+        if r in eren:
+            continue
         value, lo, hi = (float(r[k]) for k in ("perplexity", "perplexity_lo", "perplexity_hi"))
         assert lo <= value <= hi, r
         if "−" not in r["method"]:
@@ -420,12 +431,14 @@ def test_sequential_eval_resumes_at_the_first_method_it_had_not_finished(tiny_ru
     pieces = sorted(p.name for p in partial.glob("*.pt"))
     assert pieces == ["000000.pt", "000001.pt", "000002.pt"]
     assert not (tmp_path / "valid.sequential.summary.json").exists()
-    rome_piece = torch.load(partial / "000001.pt", weights_only=True)["records"][0]
+    rome_piece = torch.load(partial / "000001.pt", weights_only=True)["records"][0]["methods"]
     calls.clear()
     sequential.sequential_split(cfg, tmp_path)
-    assert calls == ["AlphaEditSequential"] and not partial.exists()
+    assert calls == ["AlphaEditSequential"] and not partial.exists()  # then EREN, which edits no weight
     summary = json.loads((tmp_path / "valid.sequential.summary.json").read_text())
-    assert summary["summaries"]["rome"] == json.loads(json.dumps(rome_piece["summary"]))  # reused, not recomputed
-    assert set(summary["summaries"]) == {"rome", "memit", "alphaedit"} and summary["seconds"]["rome"]
+    for method in ("rome", "rep"):  # one ROME sequence scored both: reused, not recomputed
+        assert summary["summaries"][method] == json.loads(json.dumps(rome_piece[method]["summary"]))
+    assert list(summary["summaries"]) == ["rome", "rep", "memit", "alphaedit", "eren"]
+    assert set(summary["seconds"]) == {"unedited", "rome", "memit", "alphaedit", "eren"}
     first_run = stage_dir(cfg, "sequential_eval") / "valid.sequential.summary.json"
     assert summary["perplexity"]["lines"] == json.loads(first_run.read_text())["perplexity"]["lines"]

@@ -104,9 +104,11 @@ STAGES: dict[str, Stage] = {
     # the sequential protocol (robustedit.sequential): each eval.sequential method's edits accumulated over the
     # split's cases, the suite after every checkpoint N; MEMIT's layers' moments are stats at model.layer=<l>
     # "stats": the perplexity probe leaves out the rows the statistics sampled (already hashed as an input)
+    # rep: ROME+REP reads the rep stage's adaptors at rep.gate_threshold; eren: the notebook and reader as eren_suite
     "sequential_eval": Stage(("seed", "rome", "model.layer", "eval.sequential", "eval.max_length",
-                              "eval.long_id_passages", "stats", *LOADS_MODEL, *BATCHES),
-                             ("cases", "stats", "templates"), ("stats.local_files",),
+                              "eval.long_id_passages", "stats", "rep.gate_threshold", "eren.index", "eren.faiss_device",
+                              "eren.suite.groups", *LOADS_MODEL, *BATCHES, *ENCODES, *ENCODES_QUERIES, *READS_NOTES),
+                             ("cases", "stats", "templates", "rep"), ("stats.local_files",),
                              files={"results": "{split}.sequential.results.jsonl",
                                     "summary": "{split}.sequential.summary.json",
                                     "partial": "{split}.sequential.partial"}),

@@ -20,8 +20,28 @@ def memit_layers(cfg: dict) -> list[int]:
     return layers
 
 
+ON_ROME = "rep"  # ROME+REP: scored on ROME's sequence of edits, with the edited cases' adaptors
+NO_WEIGHTS = "eren"  # edits notes, not weights
+METHODS = ("rome", ON_ROME, "memit", "alphaedit", NO_WEIGHTS)  # eval.sequential.methods' choices
+
+
+def sequential_runs(methods: list[str]) -> dict[str, list[str]]:
+    """The sequences the stage runs, each with the methods scored on it, in config order: one ROME sequence
+    scores rome and rep (whichever are listed); memit, alphaedit and eren run apart."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ConfigError(f"eval.sequential.methods {methods}: use some of {list(METHODS)}")
+    runs: dict[str, list[str]] = {}
+    for method in methods:
+        runs.setdefault("rome" if method == ON_ROME else method, []).append(method)
+    return runs
+
+
 def method_layers(cfg: dict, method: str) -> list[int]:
-    return [cfg["model"]["layer"]] if method == "rome" else memit_layers(cfg)
+    """The layers whose weights a method's sequence edits (ROME's for rep; none for eren)."""
+    if method == NO_WEIGHTS:
+        return []
+    return [cfg["model"]["layer"]] if method in ("rome", ON_ROME) else memit_layers(cfg)
 
 
 def moment_layers(cfg: dict) -> list[int]:

@@ -10,10 +10,16 @@ from typing import Sequence
 import numpy as np
 
 from ..analysis.bootstrap import CaseSums, bootstrap_interval, paired_difference
-from .tables import (AGGREGATION, METRIC, METRIC_COLUMNS, MINUS, ROME, UNEDITED, difference_row, interval_cells,
-                     table1_entries, with_bounds)
+from .tables import (AGGREGATION, GENERATION_METRIC, METRIC, METRIC_COLUMNS, MINUS, ROME, UNEDITED, difference_row,
+                     interval_cells, table1_entries, with_bounds)
 
-METHOD_NAMES = {"rome": ROME, "memit": "MEMIT", "alphaedit": "AlphaEdit"}  # eval.sequential.methods -> row name
+# eval.sequential.methods -> row name
+METHOD_NAMES = {"rome": ROME, "rep": "ROME+REP", "memit": "MEMIT", "alphaedit": "AlphaEdit", "eren": "EREN"}
+NO_UNEDITED = ("eren",)  # methods whose "pre" is not the unedited edit model (EREN's: the closed-book reader)
+# Methods also shown under their generation scorer, as a row of its own (protocol "generation", no difference to
+# ROME's teacher-forced row): a small reader restates the query before the object, so teacher forcing the object
+# right after the answer prompt reads 0 on every edit column (README, "Both protocols on 26 test cases").
+GENERATION_ROWS = {"eren": "EREN (generation)"}
 PERPLEXITY = "perplexity"
 SEQUENTIAL_COLUMNS = [*METRIC_COLUMNS, PERPLEXITY]
 SEQUENTIAL_CSV = ["model", "method", "n_edits", "protocol", "n_cases",
@@ -40,7 +46,7 @@ def perplexity_cells(losses, base=None) -> dict:
 def sequential_rows(summary: dict, records: Sequence[dict], metric: str = METRIC,
                     aggregation: str = AGGREGATION) -> list[dict]:
     """Rows of a sequential_eval summary and its results, N by N: Unedited, each method, then "<method> − ROME"
-    rows (paired on the same N cases) for every method but ROME."""
+    rows (paired on the cases both scored) for every method but ROME, then GENERATION_ROWS' generation rows."""
     probe = summary.get("perplexity", {})  # absent in summaries written before the probe
 
     def losses(method: str, n: int):
@@ -49,10 +55,11 @@ def sequential_rows(summary: dict, records: Sequence[dict], metric: str = METRIC
     rows = []
     for n in summary["n_edits"]:
         scored = []
-        for k, (method, per_n) in enumerate(summary["summaries"].items()):
+        unedited_from = next((m for m in summary["summaries"] if m not in NO_UNEDITED), None)
+        for method, per_n in summary["summaries"].items():
             per_case = [r for r in records if r["method"] == method and r["n_edits"] == n]
             entry = {"model": summary["model"], "method": METHOD_NAMES[method], "split": summary["split"],
-                     "include_unedited": k == 0, "summaries": per_n[str(n)]}
+                     "include_unedited": method == unedited_from, "summaries": per_n[str(n)]}
             scored += table1_entries(entry, per_case, metric, aggregation)
         base = next((r for r in scored if r["method"] == ROME), None)
         diffs = [difference_row(r, base, aggregation, METRIC_COLUMNS) for r in scored
@@ -64,9 +71,18 @@ def sequential_rows(summary: dict, records: Sequence[dict], metric: str = METRIC
                 method, base_method = r["method"].split(MINUS)
                 own, base_losses = losses(method, n), losses(base_method, n)
                 r.update(perplexity_cells(own, base_losses) if own and base_losses else perplexity_cells(None))
-        rows += [{**{k: v for k, v in r.items() if k != "_table"}, "n_edits": n} for r in scored + diffs if r]
+        generated = []
+        for method, label in GENERATION_ROWS.items():
+            if method in summary["summaries"] and metric == METRIC:
+                per_case = [r for r in records if r["method"] == method and r["n_edits"] == n]
+                entry = {"model": summary["model"], "method": label, "split": summary["split"],
+                         "include_unedited": False, "summaries": summary["summaries"][method][str(n)]}
+                generated += [{**r, **perplexity_cells(None)}
+                              for r in table1_entries(entry, per_case, GENERATION_METRIC, aggregation)]
+        rows += [{**{k: v for k, v in r.items() if k != "_table"}, "n_edits": n}
+                 for r in scored + diffs + generated if r]
     return rows
 
 
-def _method_key(name: str) -> str:
-    return next(key for key, row_name in METHOD_NAMES.items() if row_name == name)
+def _method_key(name: str) -> str | None:
+    return next((key for key, row_name in METHOD_NAMES.items() if row_name == name), None)
