@@ -18,7 +18,7 @@ METHOD_NAMES = {"rome": ROME, "rep": "ROME+REP", "memit": "MEMIT", "alphaedit": 
 NO_UNEDITED = ("eren",)  # methods whose "pre" is not the unedited edit model (EREN's: the closed-book reader)
 # Methods also shown under their generation scorer, as a row of its own (protocol "generation", no difference to
 # ROME's teacher-forced row): a small reader restates the query before the object, so teacher forcing the object
-# right after the answer prompt reads 0 on every edit column (README, "Both protocols on 26 test cases").
+# right after the answer prompt reads 0 on every edit column (README, "Table 1 on SmolLM2-135M").
 GENERATION_ROWS = {"eren": "EREN (generation)"}
 PERPLEXITY = "perplexity"
 SEQUENTIAL_COLUMNS = [*METRIC_COLUMNS, PERPLEXITY]
