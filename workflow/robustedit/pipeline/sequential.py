@@ -61,6 +61,11 @@ def make_editor(cfg: dict, method: str, lm, templates, moments: dict, device):
                                       layers=layers, moments={x: moments[x] for x in layers}, **extra)
 
 
+def in_the_weights(done: list[dict]) -> ContextManager:
+    """rome's, memit's and alphaedit's scoring context: the edits in the weights, nothing else."""
+    return contextlib.nullcontext()
+
+
 def adaptor_view(cfg: dict, lm, device) -> View:
     """ROME+REP's scoring context: the rep stage's adaptors of the scored cases composed on ROME's layer, at
     rep.gate_threshold (as eval_rep). Each adaptor was trained on its case's keys and u, which sequential ROME
@@ -116,7 +121,8 @@ def eren_sequence(cfg: dict, ordered: list[dict], counts: list[int]) -> tuple[di
                             seed=derive_seed(cfg["seed"], "sequential eren", cfg["job"]["split"]))
     start = time.time()
     per_n = eren_checkpoints(ordered, counts, load_encoder_from(cfg), load_reader_from(cfg), settings)
-    return {n: {NO_WEIGHTS: (per_case, None)} for n, per_case in per_n.items()}, {"score": time.time() - start}
+    seconds = {"score": {NO_WEIGHTS: time.time() - start}}
+    return {n: {NO_WEIGHTS: (per_case, None)} for n, per_case in per_n.items()}, seconds
 
 
 def method_piece(method: str, per_n: dict[int, dict]) -> dict:
@@ -152,9 +158,7 @@ def sequential_split(cfg: dict, out_dir: Path, stamp_files: tuple = ()) -> None:
                  long_id_passages=ev["long_id_passages"])
     # every editor and view first, so that a method the model does not support fails before any computation
     editors = {run: make_editor(cfg, run, lm, templates, moments, device) for run in runs if run != NO_WEIGHTS}
-    views = {"rome": lambda done: contextlib.nullcontext()}
-    if ON_ROME in seq["methods"]:
-        views[ON_ROME] = adaptor_view(cfg, lm, device)
+    views = {ON_ROME: adaptor_view(cfg, lm, device)} if ON_ROME in seq["methods"] else {}
     partial = out_dir / file_name("sequential_eval", "partial", split=split)
     pieces = CasePieces(partial, [UNEDITED, *runs], "sequential",
                         stamp=checkpoint_stamp("sequential_eval", out_dir, stamp_files))
@@ -177,14 +181,14 @@ def sequential_split(cfg: dict, out_dir: Path, stamp_files: tuple = ()) -> None:
             per_n, seconds = eren_sequence(cfg, ordered, counts)
         else:
             per_n, seconds = timed_sequence(lm, editors[run], ordered, counts, unedited, suite, lines,
-                                            {m: views.get(m, views["rome"]) for m in methods})
+                                            {m: views.get(m, in_the_weights) for m in methods})
         done.append({"methods": {m: method_piece(m, per_n) for m in methods}, "seconds": seconds})
         pieces.write(k, [run], done[-1:])
         for m in methods:
             post = {n: s["post/exact_match/micro"]["columns"] for n, s in done[-1]["methods"][m]["summary"].items()}
-            spent = seconds["score"][m] if isinstance(seconds["score"], dict) else seconds["score"]
             print(f"[sequential] {m}: " + ", ".join(f"N={n} success {c['success']:.1f}" for n, c in post.items())
-                  + f" ({seconds.get('edit', 0):.0f} s editing the sequence, {spent:.0f} s scoring)", flush=True)
+                  + f" ({seconds.get('edit', 0):.0f} s editing the sequence, {seconds['score'][m]:.0f} s scoring)",
+                  flush=True)
     methods = {m: piece for run in done[1:] for m, piece in run["methods"].items()}
     methods = {m: methods[m] for m in seq["methods"]}  # config order
     write_jsonl(out_dir / file_name("sequential_eval", "results", split=split),
