@@ -9,7 +9,7 @@ from snakemake_interface_executor_plugins.settings import DeploymentMethod
 from robustedit.errors import ConfigError
 from robustedit.pipeline.config import GATHERED_SPLIT_KEYS, compose, search_points, split_names
 from robustedit.pipeline.stage import model_dir, stage_dir, stage_file, with_split
-from robustedit.pipeline.sequential_config import at_layer, moment_layers
+from robustedit.pipeline.sequential_config import NO_WEIGHTS, ON_ROME, at_layer, moment_layers
 from robustedit.pipeline.tables import table1_stem
 from robustedit.stages import STAGES, file_pattern, per_split
 from robustedit.hashing import stage_hash
@@ -259,8 +259,8 @@ def sequential_extra(w):
     (rep) and the prepared reader (eren)."""
     cfg = RUN_OF[("sequential_eval", w.model, w.hash)]
     methods = cfg["eval"]["sequential"]["methods"]
-    return ([stage_file(cfg, "rep", "adaptors")] if "rep" in methods else []) + (
-        [MODEL_SOURCE.format(model=cfg["eren"]["reader"])] if "eren" in methods else []
+    return ([stage_file(cfg, "rep", "adaptors")] if ON_ROME in methods else []) + (
+        [MODEL_SOURCE.format(model=cfg["eren"]["reader"])] if NO_WEIGHTS in methods else []
     )
 
 

@@ -10,16 +10,17 @@ from typing import Sequence
 import numpy as np
 
 from ..analysis.bootstrap import CaseSums, bootstrap_interval, paired_difference
+from .sequential_config import NO_WEIGHTS, ON_ROME
 from .tables import (AGGREGATION, GENERATION_METRIC, METRIC, METRIC_COLUMNS, MINUS, ROME, UNEDITED, difference_row,
                      interval_cells, table1_entries, with_bounds)
 
 # eval.sequential.methods -> row name
-METHOD_NAMES = {"rome": ROME, "rep": "ROME+REP", "memit": "MEMIT", "alphaedit": "AlphaEdit", "eren": "EREN"}
-NO_UNEDITED = ("eren",)  # methods whose "pre" is not the unedited edit model (EREN's: the closed-book reader)
+METHOD_NAMES = {"rome": ROME, ON_ROME: "ROME+REP", "memit": "MEMIT", "alphaedit": "AlphaEdit", NO_WEIGHTS: "EREN"}
+NO_UNEDITED = (NO_WEIGHTS,)  # methods whose "pre" is not the unedited edit model (EREN's: the closed-book reader)
 # Methods also shown under their generation scorer, as a row of its own (protocol "generation", no difference to
 # ROME's teacher-forced row): a small reader restates the query before the object, so teacher forcing the object
 # right after the answer prompt reads 0 on every edit column (README, "Table 1 on SmolLM2-135M").
-GENERATION_ROWS = {"eren": "EREN (generation)"}
+GENERATION_ROWS = {NO_WEIGHTS: "EREN (generation)"}
 PERPLEXITY = "perplexity"
 SEQUENTIAL_COLUMNS = [*METRIC_COLUMNS, PERPLEXITY]
 SEQUENTIAL_CSV = ["model", "method", "n_edits", "protocol", "n_cases",
@@ -56,11 +57,12 @@ def sequential_rows(summary: dict, records: Sequence[dict], metric: str = METRIC
     for n in summary["n_edits"]:
         scored = []
         unedited_from = next((m for m in summary["summaries"] if m not in NO_UNEDITED), None)
+        per_case = {method: [r for r in records if r["method"] == method and r["n_edits"] == n]
+                    for method in summary["summaries"]}
         for method, per_n in summary["summaries"].items():
-            per_case = [r for r in records if r["method"] == method and r["n_edits"] == n]
             entry = {"model": summary["model"], "method": METHOD_NAMES[method], "split": summary["split"],
                      "include_unedited": method == unedited_from, "summaries": per_n[str(n)]}
-            scored += table1_entries(entry, per_case, metric, aggregation)
+            scored += table1_entries(entry, per_case[method], metric, aggregation)
         base = next((r for r in scored if r["method"] == ROME), None)
         diffs = [difference_row(r, base, aggregation, METRIC_COLUMNS) for r in scored
                  if base is not None and r["method"] not in (ROME, UNEDITED)]
@@ -74,11 +76,10 @@ def sequential_rows(summary: dict, records: Sequence[dict], metric: str = METRIC
         generated = []
         for method, label in GENERATION_ROWS.items():
             if method in summary["summaries"] and metric == METRIC:
-                per_case = [r for r in records if r["method"] == method and r["n_edits"] == n]
                 entry = {"model": summary["model"], "method": label, "split": summary["split"],
                          "include_unedited": False, "summaries": summary["summaries"][method][str(n)]}
                 generated += [{**r, **perplexity_cells(None)}
-                              for r in table1_entries(entry, per_case, GENERATION_METRIC, aggregation)]
+                              for r in table1_entries(entry, per_case[method], GENERATION_METRIC, aggregation)]
         rows += [{**{k: v for k, v in r.items() if k != "_table"}, "n_edits": n}
                  for r in scored + diffs + generated if r]
     return rows
