@@ -8,6 +8,9 @@ Writes one CSV row per (model, method, split, threshold), each metric column as 
 `<col>_hi` (a seeded case-level percentile bootstrap on the summary's sibling <split>.results.jsonl), and,
 for every --rome-summaries summary of the same model and split, a row "<method> − ROME" per threshold: the
 paired difference to ROME on the same cases. One plot panel per (model, method, split), intervals as bars.
+Column `selected` marks, per (model, method, split), the threshold that the rule declared for REP's settings
+(robustedit.pipeline.rep_search.select, applied to the "− ROME" rows) picks; only a `valid` pick may go into
+conf/rep/default.yaml (README "Choosing REP's setting").
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from pathlib import Path
 from robustedit.analysis.tables import write_csv
 from robustedit.analysis.plots import save_png
 from robustedit.io import read_json, read_jsonl
+from robustedit.pipeline.rep_search import select
 from robustedit.pipeline.tables import (
     AGGREGATION, METRIC, MINUS, difference_row, sibling, table1_entries, with_bounds,
 )
@@ -24,7 +28,7 @@ from robustedit.pipeline.tables import (
 METRIC_COLUMNS = ["success", "locality", "rephrase_id", "shuffle_id", "long_id", "rephrase_ood", "shuffle_ood",
                   "long_ood"]
 KEYS = ["model", "method", "split", "threshold", "n_cases"]
-COLUMNS = KEYS + with_bounds(METRIC_COLUMNS, METRIC_COLUMNS) + ["metric", "aggregation"]
+COLUMNS = KEYS + with_bounds(METRIC_COLUMNS, METRIC_COLUMNS) + ["selected", "metric", "aggregation"]
 
 
 def _post_row(summary: dict, per_case: list[dict], metric: str, aggregation: str) -> dict:
@@ -51,7 +55,24 @@ def gate_rows(entries: list[tuple[dict, list[dict]]], thresholds: list[float], m
             if r is not None:
                 r = {k: v for k, v in r.items() if k != "_table"}
                 rows[(r["model"], r["method"], r["split"], r["threshold"])] = r  # repeated threshold: one row
-    return [rows[k] for k in sorted(rows)]
+    return mark_selected([rows[k] for k in sorted(rows)])
+
+
+def mark_selected(rows: list[dict]) -> list[dict]:
+    """Set `selected` on the rows of the threshold that rep_search.select picks from each group's differences
+    to ROME (rows sorted by threshold, so a tie goes to the lower one); False everywhere without ROME rows."""
+    for row in rows:
+        row["selected"] = False
+    for model, method, split in {(r["model"], r["method"], r["split"]) for r in rows if MINUS in r["method"]}:
+        diffs = [r for r in rows if (r["model"], r["method"], r["split"]) == (model, method, split)]
+        best = select(diffs)
+        if best is not None:
+            chosen = diffs[best]["threshold"]
+            base = method.split(MINUS)[0].strip()
+            for r in rows:
+                if (r["model"], r["split"], r["threshold"]) == (model, split, chosen) and r["method"] in (base, method):
+                    r["selected"] = True
+    return rows
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -93,6 +114,9 @@ def main() -> None:
     write_csv(args.out_csv, rows, COLUMNS)
     plot(rows, args.out_png)
     print(args.out_csv.read_text())
+    for r in rows:
+        if r["selected"] and MINUS in r["method"]:
+            print(f"declared rule: {r['method']} on {r['model']}/{r['split']} selects threshold {r['threshold']}")
 
 
 if __name__ == "__main__":

@@ -164,8 +164,8 @@ def test_a_stage_script_refuses_an_unknown_key_before_running(tmp_path):
 
 def test_gate_threshold_is_hashed_by_the_evaluations_alone_and_hidden_from_rep():
     # eval_rep, its diagnostics, and sequential_eval (ROME+REP's composed adaptors), never the training
-    assert changed(compose(["rep.gate_threshold=0.5"])) == {"eval_rep", "rep_diagnostics", "sequential_eval"}
-    assert stage_view(BASE, "eval_rep")["rep"]["gate_threshold"] == 0.9
+    assert changed(compose(["rep.gate_threshold=0.7"])) == {"eval_rep", "rep_diagnostics", "sequential_eval"}
+    assert stage_view(BASE, "eval_rep")["rep"]["gate_threshold"] == 0.5
     with pytest.raises(StageReadError, match="stage 'rep' read config key 'rep.gate_threshold'"):
         stage_view(BASE, "rep")["rep"]["gate_threshold"]
 
@@ -365,11 +365,11 @@ def test_rep_outputs_do_not_depend_on_the_gate_threshold(tiny_run):
     first = {name: (out / name).read_bytes() for name in ("valid.adaptors.pt", "valid.rep.jsonl")}
     for name in first:
         (out / name).unlink()
-    res = run_script("rep", overrides + ["job.split=valid", "rep.gate_threshold=0.5"])
+    res = run_script("rep", overrides + ["job.split=valid", "rep.gate_threshold=0.7"])
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    assert stage_dir(compose(overrides + ["rep.gate_threshold=0.5"]), "rep") == out  # the same directory ...
+    assert stage_dir(compose(overrides + ["rep.gate_threshold=0.7"]), "rep") == out  # the same directory ...
     assert {name: (out / name).read_bytes() for name in first} == first  # ... and the same bytes
-    assert stage_dir(compose(overrides + ["rep.gate_threshold=0.5"]), "eval_rep") != stage_dir(cfg, "eval_rep")
+    assert stage_dir(compose(overrides + ["rep.gate_threshold=0.7"]), "eval_rep") != stage_dir(cfg, "eval_rep")
 
 
 @pytest.mark.integration

@@ -195,6 +195,24 @@ def test_gate_rows_sorted_by_threshold_deduplicated_with_differences_to_rome(tmp
     assert len(gate_threshold_script.gate_rows(reps, [0.9, 0.5, 0.9], "exact_match", "micro")) == 2  # no ROME given
 
 
+def test_the_declared_rule_selects_a_threshold_per_split_from_the_differences_to_rome():
+    def row(method, split, t, success, locality, gain):
+        return {"model": "m", "method": method, "split": split, "threshold": t, "success": success,
+                "locality": locality, "rephrase_id": gain, "shuffle_ood": gain, "long_id": None}
+    diff, score = "ROME+REP − ROME", "ROME+REP"
+    rows = [row(score, "valid", t, 90.0, 80.0, 50.0) for t in (0.3, 0.5, 0.7, 0.9)]
+    rows += [row(diff, "valid", 0.3, 0.0, -6.0, 30.0),  # the largest gain, but Locality falls over 5 points
+             row(diff, "valid", 0.5, -1.0, -4.0, 20.0),
+             row(diff, "valid", 0.7, 0.0, 0.0, 20.0),  # the same gain: the lower threshold (0.5) wins the tie
+             row(diff, "valid", 0.9, 0.0, 0.0, 10.0)]
+    rows += [row(diff, "test", 0.5, -9.0, 0.0, 40.0), row(diff, "test", 0.9, 0.0, 0.0, 1.0)]
+    picked = {(r["method"], r["split"], r["threshold"]) for r in gate_threshold_script.mark_selected(rows)
+              if r["selected"]}
+    assert picked == {(score, "valid", 0.5), (diff, "valid", 0.5), (diff, "test", 0.9)}
+    only_scores = gate_threshold_script.mark_selected([row(score, "valid", 0.5, 90.0, 80.0, 50.0)])
+    assert only_scores[0]["selected"] is False  # no ROME run to compare with: nothing is selected
+
+
 def test_gate_table_script_writes_bounds_and_a_plot(tmp_path):
     rome, reps = entries()
     paths = [save(tmp_path, f"rep{i}", s, pc) for i, (s, pc) in enumerate(reps[:2])]
