@@ -3,13 +3,15 @@
 Under the sequential protocol (README "Many edits") every edited case's adaptor acts on the same down_proj
 input: x' = x + Σ_j [g_j(x) > t] B_j A_j x (robustedit.rep.compose). On case i's bare edit prompt, at the
 subject's last token (the key k_i; ROME edits below nothing that changes it), this prints for each threshold t:
-- how many foreign gates (j ≠ i) open on k_i: mean, and the share of cases with at least one open;
+- how many foreign gates (j ≠ i) open on k_i, per case;
 - the transfer ratio r_i = u_iᵀa / u_iᵀk_i (ROME's edit adds (v* − W k*)·r, README "REP key diagnostics") with
   case i's own adaptor alone and with all adaptors composed: median, and the share of cases with r outside
   [0.5, 1.5];
 - crosstalk at the positions of case i's prompt after the first: the number of other edited cases j whose
   share r_j(p) = u_jᵀx_p / u_jᵀk_j exceeds 0.5 at some position p (edit j then adds at least half of
-  (v_j − W k_j) there), with the edits alone (x) and with the adaptors composed (x'): mean over cases;
+  (v_j − W k_j) there), with the edits alone (x) and with the adaptors composed (x'), and their paired
+  difference;
+every mean over cases with a 95% case-level bootstrap interval (robustedit.analysis.bootstrap, as the tables),
 over the first N cases of the run's keys, for N in --n-edits (cases in file order; the sequential protocol's
 seeded order differs, so this is the composition's typical effect, not the run's exact cases).
 
@@ -18,18 +20,18 @@ seeded order differs, so this is the composition's typical effect, not the run's
 from __future__ import annotations
 
 import argparse
-import statistics
 
 import torch
 
+from robustedit.analysis.bootstrap import bootstrap_interval, case_sums, paired_difference
 from robustedit.io import read_jsonl
 from robustedit.models.load import load_model
 from robustedit.pipeline.config import compose
 from robustedit.pipeline.stage import model_dir, stage_file
 from robustedit.readout import read_down_proj
 from robustedit.rep.apply import stack_states
-from robustedit.rep.compose import composed_adaptor_forward
 from robustedit.rep.adaptor import gate_values
+from robustedit.rep.compose import composed_adaptor_forward
 from robustedit.tokens import encode_with_span
 
 
@@ -58,9 +60,15 @@ def foreign_edits_firing(rows: list[torch.Tensor], u: torch.Tensor, base: torch.
     return torch.stack(out).float()
 
 
-def share_outside(ratios: list[float]) -> float:
-    """% of transfer ratios outside [0.5, 1.5]."""
-    return 100.0 * sum(not 0.5 <= r <= 1.5 for r in ratios) / len(ratios)
+def interval(values: torch.Tensor, minus: torch.Tensor | None = None, percent: bool = False) -> str:
+    """Mean over cases with its 95% case-level bootstrap interval (the tables' resampling, which reports
+    means in percent: `percent` keeps them so, for 0/1 values); with `minus`, the paired difference
+    values − minus on the same cases."""
+    def table(v):
+        return case_sums([(i, {"x": [float(x)]}) for i, x in enumerate(v.tolist())], ["x"])
+    iv = (bootstrap_interval(table(values)) if minus is None else paired_difference(table(values), table(minus)))["x"]
+    scale = 1.0 if percent else 0.01
+    return f"{scale * iv.value:.2f} [{scale * iv.lo:.2f}, {scale * iv.hi:.2f}]"
 
 
 def main() -> None:
@@ -73,40 +81,42 @@ def main() -> None:
     saved = torch.load(stage_file(cfg, "rep", "adaptors"), weights_only=True)
     edits = torch.load(stage_file(cfg, "rome", "edits"), weights_only=True)
     cases = {c["case_id"]: c for c in read_jsonl(stage_file(cfg, "cases", "cases"))}
-    ids = [c for c in saved["case_ids"] if c in set(edits["case_ids"])]
+    edited = set(edits["case_ids"])
+    ids = [c for c in saved["case_ids"] if c in edited]
     u = edits["u"][[edits["case_ids"].index(c) for c in ids]].float()  # [n, D]
     states = dict(zip(saved["case_ids"], saved["states"]))
     lm = load_model(str(model_dir(cfg)), cfg["model"], device="cpu")
     keys, rows = edit_keys(lm, saved["layer"], [cases[c] for c in ids])
+    base = (u * keys).sum(1)  # u_iᵀk_i
     stacked, acfg = stack_states([states[c] for c in ids], keys.shape[1])
     stacked = {k: v.float() for k, v in stacked.items()}
     with torch.no_grad():
         gates = torch.stack([gate_values({k: v[j] for k, v in stacked.items()}, acfg, keys) for j in range(len(ids))],
                             dim=1)  # [case i, adaptor j]
-    print(f"{len(ids)} cases with an adaptor and a ROME edit; layer {saved['layer']}")
+        # r_i with case i's own adaptor alone: independent of N
+        r_alone = {t: torch.stack([(u[i] * composed_adaptor_forward({k: v[i:i + 1] for k, v in stacked.items()},
+                                                                    acfg, keys[i:i + 1], t)[0]).sum()
+                                   for i in range(len(ids))]) / base for t in args.thresholds}
+    print(f"{len(ids)} cases with an adaptor and a ROME edit; layer {saved['layer']}; means over cases with 95% "
+          "case-level bootstrap intervals")
     for n in [m for m in args.n_edits if m <= len(ids)]:
+        sub = {k: v[:n] for k, v in stacked.items()}
+        plain = foreign_edits_firing(rows[:n], u[:n], base[:n])
         for t in args.thresholds:
             g = gates[:n, :n] > t
             own = g.diagonal()
-            foreign = g.sum(1) - own.int()
+            foreign = (g.sum(1) - own.int()).float()
             with torch.no_grad():
-                base = (u[:n] * keys[:n]).sum(1)
-                alone = torch.stack([(u[i] * composed_adaptor_forward({k: v[i:i + 1] for k, v in stacked.items()},
-                                                                      acfg, keys[i:i + 1], t)[0]).sum()
-                                     for i in range(n)])
-                together = (u[:n] * composed_adaptor_forward({k: v[:n] for k, v in stacked.items()}, acfg,
-                                                             keys[:n], t)).sum(1)
-                sub = {k: v[:n] for k, v in stacked.items()}
-                plain = foreign_edits_firing(rows[:n], u[:n], base)
+                r_all = (u[:n] * composed_adaptor_forward(sub, acfg, keys[:n], t)).sum(1) / base[:n]
                 adapted = foreign_edits_firing([composed_adaptor_forward(sub, acfg, x, t) for x in rows[:n]],
-                                                u[:n], base)
-            r_alone, r_all = (alone / base).tolist(), (together / base).tolist()
-            print(f"N={n:4d} t={t:.2f}: own gate open {100.0 * own.float().mean():5.1f}%, foreign gates open "
-                  f"mean {foreign.float().mean():5.2f} (>=1 on {100.0 * (foreign > 0).float().mean():5.1f}% of "
-                  f"cases); r own adaptor median {statistics.median(r_alone):.2f} (outside [0.5, 1.5]: "
-                  f"{share_outside(r_alone):.1f}%), all composed median {statistics.median(r_all):.2f} "
-                  f"(outside: {share_outside(r_all):.1f}%); other edits firing at half strength or more: mean "
-                  f"{plain.mean():.2f} -> {adapted.mean():.2f} per case (edits alone -> adaptors composed)")
+                                               u[:n], base[:n])
+            off_own = interval(((r_alone[t][:n] < 0.5) | (r_alone[t][:n] > 1.5)).float(), percent=True)
+            off_all = interval(((r_all < 0.5) | (r_all > 1.5)).float(), percent=True)
+            print(f"N={n:4d} t={t:.2f}: own gate open on {100.0 * own.float().mean():.1f}% of cases; foreign gates "
+                  f"open per case {interval(foreign)}; r median own adaptor {r_alone[t][:n].median():.2f}, all "
+                  f"composed {r_all.median():.2f}; % of r outside [0.5, 1.5] own {off_own}, composed {off_all}; "
+                  f"other edits firing at half strength or more per case: edits alone {interval(plain)}, adaptors "
+                  f"composed {interval(adapted)}, composed − alone {interval(adapted, plain)}")
 
 
 if __name__ == "__main__":
